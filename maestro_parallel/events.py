@@ -1,0 +1,289 @@
+"""The journal's events and the pure fold that turns them into a group's state.
+
+Every change to a group is an event: a dict with ``"event"``, ``"at"`` and its
+fields, appended as one line to ``events.jsonl`` the moment it happens.  The
+coordinator never edits :class:`GroupMetadata` directly: it builds an event,
+applies it with :func:`apply_event` and appends it.  The state is therefore
+always the fold of the journal, and a reader (resume, ``recover``, another
+process) rebuilds it exactly with :func:`replay`.  Events carry absolute values
+(``attempt`` is a number, not an increment), so replaying them is idempotent.
+
+Schema 1 (the first event of each run carries ``"schema": 1``):
+
+==================  ==========================================================
+event               fields
+==================  ==========================================================
+group_started       schema, run, pid, tasks, created_at, resumed
+refresh_finished    ok, exit_code, error, log_path
+phase_changed       phase
+task_prepared       task_id, subagent, skills_applied, skills_missing, prompt_path
+warning             message, task_id (null: every task that runs in this run)
+task_blocked        task_id, blockers, error
+task_started        task_id, attempt, pid, pgid, start_time, argv0
+task_retry          task_id, attempt, delay_seconds, reason
+task_finished       task_id, status, exit_code, error, extra (agent-reported fields)
+tests_finished      status (passed | failed | skipped), exit_code, command, error, log_path
+task_closed         task_id, ok, error
+group_error         message
+group_finished      status
+==================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .models import GroupMetadata, GroupPhase, TaskStatus, new_result, utc_now
+
+__all__ = (
+    "SCHEMA_VERSION",
+    "apply_event",
+    "decode_journal",
+    "encode_event",
+    "make_event",
+    "replay",
+)
+
+SCHEMA_VERSION = 1
+
+#: Added keys of a result that describe one attempt; dropped when the task runs again.
+_PER_ATTEMPT_EXTRAS = ("pid", "pgid", "start_time", "closed", "blockers")
+
+
+def make_event(name: str, **fields: Any) -> dict[str, Any]:
+    """An event dict stamped with the current time."""
+    return {"event": name, "at": utc_now(), **fields}
+
+
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """One journal line: compact JSON, ASCII only, ending in a newline."""
+    return (json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
+
+
+def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Parse journal bytes into events; return them and the number of lines skipped.
+
+    A torn last line (a writer died mid-append) is ignored silently; a corrupt
+    line elsewhere is skipped and counted.
+    """
+    events: list[dict[str, Any]] = []
+    skipped = 0
+    lines = data.split(b"\n")
+    torn = lines.pop() if lines else b""  # text after the last newline, if any
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            events.append(event)
+        else:
+            skipped += 1
+    if torn.strip():
+        try:
+            event = json.loads(torn)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            events.append(event)
+    return events, skipped
+
+
+def _result(meta: GroupMetadata, task_id: Any) -> dict[str, Any] | None:
+    return meta.result_for(task_id) if isinstance(task_id, str) else None
+
+
+def _log_path_for(meta: GroupMetadata, task_id: str) -> str:
+    return f".flow/maestro/parallel_groups/{meta.group_id}/logs/{task_id}.log"
+
+
+def apply_event(meta: GroupMetadata, event: Mapping[str, Any]) -> None:
+    """Apply one event to ``meta`` in place.  Unknown events and stray task ids are ignored."""
+    name = event.get("event")
+    at = event.get("at") if isinstance(event.get("at"), str) else None
+    handler = _HANDLERS.get(name)  # type: ignore[arg-type]
+    if handler is not None:
+        handler(meta, event, at)
+
+
+def _group_started(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    tasks = [t for t in event.get("tasks", []) if isinstance(t, str)]
+    old = {r["task_id"]: r for r in meta.results}
+    results = []
+    for task_id in tasks:
+        result = old.get(task_id)
+        if result is None:
+            result = new_result(task_id, log_path=_log_path_for(meta, task_id))
+        elif result.get("status") != TaskStatus.COMPLETED.value:
+            # Runs again in this run: keep what it did before (attempts), reset the outcome.
+            result["status"] = TaskStatus.PENDING.value
+            result["warnings"] = []
+            for key in ("exit_code", "error", "completed_at"):
+                result[key] = None
+            for key in _PER_ATTEMPT_EXTRAS:
+                result.pop(key, None)
+        results.append(result)
+    meta.tasks = tasks
+    meta.results = results
+    if isinstance(event.get("created_at"), str) and not meta.started_at:
+        meta.created_at = event["created_at"]
+    meta.started_at = at
+    meta.completed_at = None
+    meta.status = TaskStatus.IN_PROGRESS
+    meta.phase = GroupPhase.PRE_EXECUTION
+    meta.errors = []
+    meta.pre_group_refresh_completed = False
+
+
+def _refresh_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    meta.pre_group_refresh_completed = event.get("ok") is True
+
+
+def _phase_changed(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    try:
+        meta.phase = GroupPhase(event.get("phase"))
+    except ValueError:
+        pass
+
+
+def _task_prepared(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is None:
+        return
+    result["subagent"] = event.get("subagent")
+    result["skills_applied"] = list(event.get("skills_applied") or [])
+    if event.get("skills_missing"):
+        result["skills_missing"] = list(event["skills_missing"])
+    if event.get("prompt_path"):
+        result["prompt_path"] = event["prompt_path"]
+
+
+def _warning(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    message = event.get("message")
+    if not isinstance(message, str):
+        return
+    task_id = event.get("task_id")
+    if task_id is None:
+        targets = [r for r in meta.results if r.get("status") != TaskStatus.COMPLETED.value]
+    else:
+        result = _result(meta, task_id)
+        targets = [result] if result is not None else []
+    for result in targets:
+        if message not in result.setdefault("warnings", []):
+            result["warnings"].append(message)
+
+
+def _task_blocked(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is None:
+        return
+    result["status"] = TaskStatus.BLOCKED.value
+    result["error"] = event.get("error")
+    result["blockers"] = list(event.get("blockers") or [])
+    result["completed_at"] = None
+
+
+def _task_started(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is None:
+        return
+    result["status"] = TaskStatus.IN_PROGRESS.value
+    if isinstance(event.get("attempt"), int):
+        result["attempts"] = event["attempt"]
+    result["started_at"] = at
+    result["completed_at"] = None
+    result["exit_code"] = None
+    result["error"] = None
+    for key in ("pid", "pgid", "start_time"):
+        if event.get(key) is not None:
+            result[key] = event[key]
+
+
+def _task_retry(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is None:
+        return
+    reason = event.get("reason") or "transient failure"
+    delay = event.get("delay_seconds")
+    note = f"attempt {event.get('attempt')} failed ({reason}); retrying in {delay}s"
+    result.setdefault("warnings", []).append(note)
+
+
+def _task_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    task_id = event.get("task_id")
+    result = _result(meta, task_id)
+    if result is None:
+        return
+    status = event.get("status")
+    if status not in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
+        return
+    result["status"] = status
+    result["exit_code"] = event.get("exit_code")
+    result["error"] = event.get("error")
+    result["completed_at"] = at
+    extra = event.get("extra")
+    if isinstance(extra, Mapping):
+        result.update(extra)
+    if status == TaskStatus.FAILED.value:
+        meta.errors.append(f"{task_id}: {event.get('error') or 'failed'}")
+
+
+def _tests_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    if event.get("status") == "failed":
+        meta.errors.append(f"tests: {event.get('error') or 'the test suite failed'}")
+
+
+def _task_closed(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    task_id = event.get("task_id")
+    result = _result(meta, task_id)
+    if result is None:
+        return
+    if event.get("ok") is True:
+        result["closed"] = True
+    else:
+        result["closed"] = False
+        meta.errors.append(f"{task_id}: close failed: {event.get('error') or 'refused by the tracker'}")
+
+
+def _group_error(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    if isinstance(event.get("message"), str):
+        meta.errors.append(event["message"])
+
+
+def _group_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    try:
+        meta.status = TaskStatus(event.get("status"))
+    except ValueError:
+        return
+    meta.completed_at = at
+    meta.phase = GroupPhase.POST_EXECUTION
+
+
+_HANDLERS = {
+    "group_started": _group_started,
+    "refresh_finished": _refresh_finished,
+    "phase_changed": _phase_changed,
+    "task_prepared": _task_prepared,
+    "warning": _warning,
+    "task_blocked": _task_blocked,
+    "task_started": _task_started,
+    "task_retry": _task_retry,
+    "task_finished": _task_finished,
+    "tests_finished": _tests_finished,
+    "task_closed": _task_closed,
+    "group_error": _group_error,
+    "group_finished": _group_finished,
+}
+
+
+def replay(group_id: str, events: Iterable[Mapping[str, Any]], base: GroupMetadata | None = None) -> GroupMetadata:
+    """Rebuild a group's state: ``base`` (the snapshot, if any) with ``events`` applied in order."""
+    meta = base if base is not None else GroupMetadata(group_id=group_id)
+    for event in events:
+        apply_event(meta, event)
+    return meta

@@ -1,0 +1,239 @@
+"""Data models: the group and task records, exactly as the stored JSON shows them.
+
+``GroupMetadata`` is what ``metadata.json`` holds and what
+``execute_parallel_group`` returns; ``TaskMetadata`` is one task as the
+coordinator understands it.  Both round-trip through plain dicts with
+``to_dict()`` / ``from_dict()``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from .errors import ValidationError
+
+__all__ = (
+    "GroupMetadata",
+    "GroupPhase",
+    "TaskMetadata",
+    "TaskStatus",
+    "format_timestamp",
+    "new_result",
+    "utc_now",
+)
+
+
+class TaskStatus(str, enum.Enum):
+    """Status of a task, and of a group as a whole."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class GroupPhase(str, enum.Enum):
+    """The four phases a group goes through, in order."""
+
+    PRE_EXECUTION = "pre_execution"
+    CONCURRENT_EXECUTION = "concurrent_execution"
+    COORDINATION = "coordination"
+    POST_EXECUTION = "post_execution"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Format ``moment`` as ISO 8601 in UTC with milliseconds and a ``Z``."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def utc_now() -> str:
+    """The current time as the stored timestamps spell it."""
+    return format_timestamp(datetime.now(timezone.utc))
+
+
+def new_result(task_id: str, *, log_path: str) -> dict[str, Any]:
+    """A fresh result entry for a task that has not run yet."""
+    return {
+        "task_id": task_id,
+        "subagent": None,
+        "status": TaskStatus.PENDING.value,
+        "started_at": None,
+        "completed_at": None,
+        "skills_applied": [],
+        "exit_code": None,
+        "error": None,
+        "attempts": 0,
+        "warnings": [],
+        "log_path": log_path,
+    }
+
+
+def _expect_str(data: Mapping[str, Any], key: str, what: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ValidationError(f"{what}: key {key!r} must be a string, got {value!r:.60}")
+    return value
+
+
+def _str_list(data: Mapping[str, Any], key: str, what: str) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(f"{what}: key {key!r} must be a list of strings")
+    return list(value)
+
+
+@dataclass
+class TaskMetadata:
+    """One task as the coordinator runs it.
+
+    ``dependencies`` lists only the ids of tasks that *block* this one;
+    non-blocking links are dropped when a task is loaded.
+    """
+
+    task_id: str
+    title: str = ""
+    description: str = ""
+    subagent_type: str | None = None
+    fallback_agents: list[str] = field(default_factory=list)
+    applicable_skills: list[str] = field(default_factory=list)
+    relevant_files: list[str] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
+    priority: int = 2
+    status: TaskStatus = TaskStatus.PENDING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "title": self.title,
+            "description": self.description,
+            "subagent_type": self.subagent_type,
+            "fallback_agents": list(self.fallback_agents),
+            "applicable_skills": list(self.applicable_skills),
+            "relevant_files": list(self.relevant_files),
+            "dependencies": list(self.dependencies),
+            "priority": self.priority,
+            "status": self.status.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskMetadata:
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"task metadata must be an object, got {type(data).__name__}")
+        what = f"task {data.get('task_id')!r}"
+        priority = data.get("priority", 2)
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 4:
+            raise ValidationError(f"{what}: key 'priority' must be an integer 0-4, got {priority!r:.60}")
+        try:
+            status = TaskStatus(data.get("status", "pending"))
+        except ValueError:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from None
+        subagent = data.get("subagent_type")
+        if subagent is not None and not isinstance(subagent, str):
+            raise ValidationError(f"{what}: key 'subagent_type' must be a string or null")
+        return cls(
+            task_id=_expect_str(data, "task_id", what),
+            title=_expect_str(data, "title", what) if "title" in data else "",
+            description=_expect_str(data, "description", what) if "description" in data else "",
+            subagent_type=subagent,
+            fallback_agents=_str_list(data, "fallback_agents", what),
+            applicable_skills=_str_list(data, "applicable_skills", what),
+            relevant_files=_str_list(data, "relevant_files", what),
+            dependencies=_str_list(data, "dependencies", what),
+            priority=priority,
+            status=status,
+        )
+
+
+@dataclass
+class GroupMetadata:
+    """A parallel group: what ``metadata.json`` stores and ``execute_parallel_group`` returns.
+
+    ``results`` holds one dict per task (blocked ones included); ``errors``
+    holds failures only, each starting with the task id when it is about a task.
+    Count the completed tasks with
+    ``sum(r["status"] == "completed" for r in group.results)``.
+    """
+
+    group_id: str
+    group_name: str = ""
+    phase: GroupPhase = GroupPhase.PRE_EXECUTION
+    tasks: list[str] = field(default_factory=list)
+    created_at: str = field(default_factory=utc_now)
+    started_at: str | None = None
+    completed_at: str | None = None
+    status: TaskStatus = TaskStatus.PENDING
+    results: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    pre_group_refresh_completed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.group_name:
+            self.group_name = f"Parallel Group {self.group_id}"
+
+    def result_for(self, task_id: str) -> dict[str, Any] | None:
+        """The result entry of ``task_id``, or None."""
+        for result in self.results:
+            if result.get("task_id") == task_id:
+                return result
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group_id": self.group_id,
+            "group_name": self.group_name,
+            "phase": self.phase.value,
+            "tasks": list(self.tasks),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "status": self.status.value,
+            "results": [dict(r) for r in self.results],
+            "errors": list(self.errors),
+            "pre_group_refresh_completed": self.pre_group_refresh_completed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupMetadata:
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"group metadata must be an object, got {type(data).__name__}")
+        what = f"group {data.get('group_id')!r}"
+        try:
+            phase = GroupPhase(data.get("phase", "pre_execution"))
+            status = TaskStatus(data.get("status", "pending"))
+        except ValueError as exc:
+            raise ValidationError(f"{what}: {exc}") from None
+        results = data.get("results", [])
+        if not isinstance(results, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("task_id"), str) for r in results
+        ):
+            raise ValidationError(f"{what}: key 'results' must be a list of objects with a 'task_id'")
+        for key in ("started_at", "completed_at"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValidationError(f"{what}: key {key!r} must be a string or null")
+        refreshed = data.get("pre_group_refresh_completed", False)
+        if not isinstance(refreshed, bool):
+            raise ValidationError(f"{what}: key 'pre_group_refresh_completed' must be a boolean")
+        return cls(
+            group_id=_expect_str(data, "group_id", what),
+            group_name=data.get("group_name") if isinstance(data.get("group_name"), str) else "",
+            phase=phase,
+            tasks=_str_list(data, "tasks", what),
+            created_at=_expect_str(data, "created_at", what),
+            started_at=data.get("started_at"),
+            completed_at=data.get("completed_at"),
+            status=status,
+            results=[dict(r) for r in results],
+            errors=_str_list(data, "errors", what),
+            pre_group_refresh_completed=refreshed,
+        )

@@ -1,0 +1,440 @@
+"""Run one command the way an agent must be run, and make sure nothing of it survives.
+
+Each command gets its own session and process group (``start_new_session``),
+stdin from ``/dev/null`` and its stdout and stderr written to a log file.
+anyio (like asyncio) only ever kills the direct child, so stopping is done here
+for the whole process group: SIGTERM, a grace period, then SIGKILL, under a
+shielded cancel scope with its own bound so that shutdown cannot hang.
+
+Without a log cap the child writes straight into the log file: no pipe, no
+copy, nothing held in memory.  With a cap the output goes through a pipe and
+:class:`CappedLogSink` keeps the head and the tail and drops the middle.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import aiofiles.os
+
+__all__ = (
+    "AgentProcess",
+    "CappedLogSink",
+    "CommandResult",
+    "describe_returncode",
+    "group_alive",
+    "kill_process_group",
+    "process_start_time",
+    "run_command",
+    "stop_process_group",
+)
+
+#: How often a stopping coordinator looks whether a process group is gone.
+_POLL_SECONDS = 0.02
+#: Extra time, beyond the grace period, that stopping a group may take.
+_STOP_BOUND_SECONDS = 5.0
+#: How long output still arriving through a pipe is read after its process is gone.
+_DRAIN_SECONDS = 1.0
+_CHUNK = 64 * 1024
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (Linux), or None.
+
+    Recorded beside a pid so that a later coordinator never signals a process
+    that merely reuses the number.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: fields resume after the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process that is not a zombie is left in process group ``pgid``.
+
+    ``killpg(pgid, 0)`` also counts zombies, and an orphaned zombie waits for
+    init to reap it (a second or more on some machines); it can do no harm, so
+    on Linux the process table decides.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _PROCESS_TABLE.has_live_member(pgid)
+
+
+class _ProcessTable:
+    """Which process groups have a live member, read from /proc and cached briefly.
+
+    One scan serves every group being stopped at the same moment, so stopping a
+    thousand agents does not read /proc a thousand times per poll.
+    """
+
+    _MAX_AGE = _POLL_SECONDS / 2
+
+    def __init__(self) -> None:
+        self._read_at = -math.inf
+        self._live: set[int] | None = None
+
+    def has_live_member(self, pgid: int) -> bool:
+        now = time.monotonic()
+        if now - self._read_at > self._MAX_AGE:
+            self._live = self._scan()
+            self._read_at = now
+        return True if self._live is None else pgid in self._live
+
+    @staticmethod
+    def _scan() -> set[int] | None:
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return None
+        live: set[int] = set()
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            fields = data[data.rfind(b")") + 2 :].split(maxsplit=3)
+            if len(fields) >= 3 and fields[0] not in (b"Z", b"X"):
+                live.add(int(fields[2]))
+        return live
+
+
+_PROCESS_TABLE = _ProcessTable()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def describe_returncode(returncode: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGKILL``: how a process ended, for people."""
+    if returncode is None:
+        return "did not exit"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+async def stop_process_group(
+    pgid: int,
+    grace: float,
+    *,
+    wait_leader: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """SIGTERM the whole group, give it ``grace`` seconds, then SIGKILL what is left.
+
+    Runs shielded with its own bound, so it completes even while the caller is
+    being cancelled and never hangs.  ``wait_leader`` reaps our own child (the
+    group leader) so that it does not linger as a zombie member of the group.
+    """
+    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _STOP_BOUND_SECONDS):
+        if not group_alive(pgid):
+            return
+        _signal_group(pgid, signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            if wait_leader is not None:
+                await wait_leader()
+            while group_alive(pgid):
+                await anyio.sleep(_POLL_SECONDS)
+        if group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+        if wait_leader is not None:
+            await wait_leader()
+        while group_alive(pgid):
+            await anyio.sleep(_POLL_SECONDS)
+
+
+class CappedLogSink:
+    """Write a stream into a log file, keeping its head and its end within ``max_bytes``.
+
+    The first quarter of the budget keeps the start of the output; the rest is a
+    ring of its most recent bytes, so the end (where agents report their result)
+    is never dropped.  Memory use is bounded by ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.head_budget = max_bytes // 4
+        self.tail_budget = max_bytes - self.head_budget
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """Take ``data``; return the part that belongs to the head (write it at once)."""
+        self.total += len(data)
+        room = self.head_budget - len(self.head)
+        to_head = data[:room] if room > 0 else b""
+        self.head += to_head
+        rest = data[len(to_head) :]
+        if rest:
+            self.tail += rest
+            if len(self.tail) > self.tail_budget:
+                del self.tail[: len(self.tail) - self.tail_budget]
+        return bytes(to_head)
+
+    def closing(self) -> bytes:
+        """What goes after the head: a note on what was dropped, then the kept tail."""
+        dropped = self.total - len(self.head) - len(self.tail)
+        note = b""
+        if dropped > 0:
+            note = (
+                f"\n[maestro-parallel: {dropped} bytes dropped from the middle of this log "
+                f"(max_log_bytes = {self.max_bytes})]\n"
+            ).encode()
+        return note + bytes(self.tail)
+
+
+@dataclass
+class CommandResult:
+    """How a command ended."""
+
+    returncode: int | None
+    timed_out: bool
+    stopped: bool
+    pid: int
+    pgid: int
+    start_time: int | None
+    duration: float
+
+
+def _open_log(path: Path, *, append: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    flags |= os.O_APPEND if append else os.O_TRUNC
+    return os.open(path, flags, 0o600)
+
+
+_open_log_async = aiofiles.os.wrap(_open_log)
+_write_async = aiofiles.os.wrap(os.write)
+
+
+class AgentProcess:
+    """One running command in its own session, with its output going to a log file.
+
+    Create it with :meth:`start`; it is an async context manager whose exit stops
+    whatever is left of the process group (shielded, bounded).
+    """
+
+    def __init__(
+        self,
+        process: anyio.abc.Process,
+        *,
+        grace: float,
+        sink: CappedLogSink | None,
+        log_fd: int,
+        observer: Callable[[bytes], object] | None = None,
+    ) -> None:
+        self._process = process
+        self.pid = process.pid
+        self.pgid = process.pid  # start_new_session makes the child its own group leader
+        self.start_time = process_start_time(process.pid)
+        self.started = time.monotonic()
+        self.grace = grace
+        self._sink = sink
+        self._log_fd = log_fd  # open only while a capped output is being copied
+        self._drained = anyio.Event()
+        self._observer = observer
+
+    @classmethod
+    async def start(
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        grace: float,
+        max_log_bytes: int = 0,
+        append_log: bool = False,
+        observer: Callable[[bytes], object] | None = None,
+    ) -> AgentProcess:
+        """Spawn ``argv`` (never through a shell) in a new session.
+
+        ``observer`` sees every chunk of a capped output, dropped middle included.
+        """
+        fd = await _open_log_async(log_path, append=append_log)
+        try:
+            sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None
+            process = await anyio.open_process(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if sink else fd,
+                stderr=subprocess.STDOUT if sink else fd,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        if sink is None:
+            os.close(fd)  # the child holds its own copy
+            fd = -1
+        return cls(process, grace=grace, sink=sink, log_fd=fd, observer=observer)
+
+    async def wait(self) -> int:
+        """Wait until the process itself exits; return its return code."""
+        return await self._process.wait()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def pump(self) -> None:
+        """Copy a capped process's output into its log; a no-op without a cap."""
+        if self._sink is None or self._process.stdout is None:
+            self._drained.set()
+            return
+        stream = self._process.stdout
+        try:
+            while True:
+                try:
+                    chunk = await stream.receive(_CHUNK)
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                if self._observer is not None:
+                    self._observer(chunk)
+                head = self._sink.feed(chunk)
+                if head:
+                    await _write_async(self._log_fd, head)
+        finally:
+            self._drained.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the whole process group: SIGTERM, grace, SIGKILL (shielded, bounded)."""
+        await stop_process_group(
+            self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait
+        )
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Stop what is left of the group and finish the log; safe to call twice."""
+        with anyio.CancelScope(shield=True):
+            await self.stop(grace)
+            if self._sink is not None and self._log_fd >= 0:
+                # A daemon that escaped the group may still hold the pipe open.
+                with anyio.move_on_after(_DRAIN_SECONDS):
+                    await self._drained.wait()
+                if self._process.stdout is not None:
+                    await self._process.stdout.aclose()
+                await _write_async(self._log_fd, self._sink.closing())
+                os.close(self._log_fd)
+                self._log_fd = -1
+
+    async def __aenter__(self) -> AgentProcess:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout: float = 0,
+    grace: float = 5.0,
+    max_log_bytes: int = 0,
+    append_log: bool = False,
+    on_start: Callable[[AgentProcess], Awaitable[None]] | None = None,
+    stop_event: anyio.Event | None = None,
+    observer: Callable[[bytes], object] | None = None,
+) -> CommandResult:
+    """Run ``argv`` to its end, its timeout (0: none), or ``stop_event``.
+
+    When ``stop_event`` is set the process gets ``grace`` seconds to exit on its
+    own before its group is stopped.  Cancellation stops the group too (shielded)
+    and then propagates.  Whatever happens, no process of the group is left.
+    """
+    agent = await AgentProcess.start(
+        argv,
+        cwd=cwd,
+        env=env,
+        log_path=log_path,
+        grace=grace,
+        max_log_bytes=max_log_bytes,
+        append_log=append_log,
+        observer=observer,
+    )
+    timed_out = stopped = False
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(agent.pump)
+            if on_start is not None:
+                await on_start(agent)
+            deadline = timeout if timeout and timeout > 0 else math.inf
+            with anyio.move_on_after(deadline) as scope:
+                if stop_event is None:
+                    await agent.wait()
+                else:
+                    stopped = await _wait_or_stop(agent, stop_event, grace)
+            timed_out = scope.cancelled_caught
+            await agent.aclose()
+    finally:
+        await agent.aclose()
+    return CommandResult(
+        returncode=agent.returncode,
+        timed_out=timed_out,
+        stopped=stopped,
+        pid=agent.pid,
+        pgid=agent.pgid,
+        start_time=agent.start_time,
+        duration=time.monotonic() - agent.started,
+    )
+
+
+async def _wait_or_stop(agent: AgentProcess, stop_event: anyio.Event, grace: float) -> bool:
+    """Wait for the process, or for ``stop_event`` plus ``grace``; True when stopped early."""
+    stopped = False
+
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal stopped
+            await stop_event.wait()
+            with anyio.move_on_after(grace):
+                await agent.wait()
+                return
+            stopped = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        await agent.wait()
+        tg.cancel_scope.cancel()
+    return stopped
+
+
+def kill_process_group(pgid: int) -> None:
+    """SIGKILL a whole process group at once (a second Ctrl-C: no more grace)."""
+    _signal_group(pgid, signal.SIGKILL)

@@ -1,0 +1,117 @@
+"""LocalTracker: tasks from a ``tasks.json`` file (or from the caller), state in the group store.
+
+It never writes the tasks file.  A dependency is satisfied when the file marks
+that task ``closed``/``completed``, or when a stored group of this repository
+closed it; an unknown dependency blocks (fail closed).  Closing a task is
+recorded in the group's own state (``"closed": true`` in its result).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import aiofiles
+
+from ..errors import TrackerError, ValidationError
+from ..store import GroupStore, list_group_ids
+from ..tasks import TaskRecord, loads_tasks
+
+__all__ = ("LocalTracker", "blockers_of", "closed_in_stored_groups")
+
+
+async def closed_in_stored_groups(repo_root: Path) -> set[str]:
+    """Ids of tasks that a stored group of this repository completed and closed."""
+    closed: set[str] = set()
+    for group_id in list_group_ids(repo_root):
+        try:
+            meta = await GroupStore(repo_root, group_id).load()
+        except Exception:  # a damaged group closes nothing; it is reported by `list`
+            continue
+        if meta is None:
+            continue
+        for result in meta.results:
+            if result.get("closed") is True and result.get("status") == "completed":
+                closed.add(result["task_id"])
+    return closed
+
+
+def blockers_of(
+    tasks: Sequence[TaskRecord], known: Mapping[str, TaskRecord], closed_elsewhere: set[str]
+) -> dict[str, list[str]]:
+    """Pure readiness: each task's open blocking dependencies, plus a blocked parent.
+
+    A dependency is satisfied when ``known`` marks it done or ``closed_elsewhere``
+    holds it; anything else (open, or unknown) blocks.  A task whose parent is
+    itself blocked is blocked by that parent, as ``bd ready`` computes it.
+    """
+    memo: dict[str, list[str]] = {}
+
+    def own_blockers(record: TaskRecord, seen: frozenset[str]) -> list[str]:
+        if record.task_id in memo:
+            return memo[record.task_id]
+        blockers = [
+            dep
+            for dep in record.metadata.dependencies
+            if dep not in closed_elsewhere and not (dep in known and known[dep].done)
+        ]
+        parent = known.get(record.parent) if record.parent else None
+        if parent is not None and parent.task_id not in seen and not parent.done:
+            if own_blockers(parent, seen | {record.task_id}):
+                blockers.append(parent.task_id)
+        memo[record.task_id] = blockers
+        return blockers
+
+    return {record.task_id: own_blockers(record, frozenset()) for record in tasks}
+
+
+class LocalTracker:
+    """A tracker over a tasks file, or over the tasks a caller hands in."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        repo_root: str | os.PathLike[str],
+        *,
+        tasks_file: str | os.PathLike[str] | None = None,
+        tasks: Iterable[TaskRecord] | None = None,
+    ) -> None:
+        self.repo_root = Path(repo_root)
+        self.tasks_file = Path(tasks_file) if tasks_file is not None else None
+        self._tasks = list(tasks) if tasks is not None else None
+
+    async def load_tasks(self) -> list[TaskRecord]:
+        if self.tasks_file is None:
+            return list(self._tasks or [])
+        try:
+            async with aiofiles.open(self.tasks_file, "rb") as handle:
+                data = await handle.read()
+        except OSError as exc:
+            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"{self.tasks_file}: not UTF-8 text (byte {exc.start})") from None
+        return loads_tasks(text, source=str(self.tasks_file))
+
+    async def fetch_statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
+        wanted = set(task_ids)
+        try:
+            records = await self.load_tasks()
+        except ValidationError as exc:
+            raise TrackerError(str(exc)) from None
+        return {r.task_id: r.tracker_status for r in records if r.task_id in wanted}
+
+    async def find_blockers(self, tasks: Sequence[TaskRecord]) -> dict[str, list[str]]:
+        known = {r.task_id: r for r in await self.load_tasks()}
+        for record in tasks:
+            known.setdefault(record.task_id, record)
+        return blockers_of(tasks, known, await closed_in_stored_groups(self.repo_root))
+
+    async def claim(self, task_ids: Sequence[str]) -> dict[str, str | None]:
+        return {task_id: None for task_id in task_ids}
+
+    async def close(self, task_ids: Sequence[str], reason: str) -> dict[str, str | None]:
+        return {task_id: None for task_id in task_ids}
