@@ -151,6 +151,8 @@ def main(ctx: click.Context, repo_root: Path | None, config_path: Path | None, v
     if repo_root is not None and not repo_root.is_dir():
         raise CliError(f"--repo-root {repo_root}: no such folder")
     ctx.obj = AppState(repo_root, config_path, verbose, quiet)
+    if config_path is not None:
+        ctx.obj.config()  # a file named on the command line must exist and parse, whatever the command
 
 
 # --------------------------------------------------------------------------- loading tasks
@@ -176,7 +178,7 @@ def _tracker_for(state: AppState, tasks_file: str | None, from_beads: bool) -> t
     if tasks_file is None:
         raise CliError("say where the tasks are: --tasks-file FILE (or -) or --from-beads")
     if tasks_file == "-":
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
         try:
             records = loads_tasks(text, source="<stdin>")
         except ValidationError as exc:
@@ -378,7 +380,7 @@ def execute(
     )
     received: list[int] = []
 
-    async def run() -> GroupMetadata:
+    async def run() -> GroupMetadata | None:
         async with anyio.create_task_group() as tg:
 
             async def watch_signals() -> None:
@@ -395,17 +397,24 @@ def execute(
                 return await coordinator.execute_parallel_group(
                     runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
                 )
+            except MaestroError as exc:
+                failure.append(exc)  # raised after the task group, not wrapped in an ExceptionGroup
+                return None
             finally:
                 tg.cancel_scope.cancel()
 
+    failure: list[MaestroError] = []
     try:
         meta = anyio.run(run)
+        if failure:
+            raise failure[0]
     except GroupBusyError as exc:
         raise CliError(str(exc), EXIT_BUSY) from None
     except ValidationError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    except (StateError, TrackerError) as exc:
+    except MaestroError as exc:  # StateError, TrackerError: the run could not proceed
         raise CliError(str(exc), EXIT_FAILED) from None
+    assert meta is not None
     if as_json:
         _emit_json(_group_document(meta))
     else:

@@ -939,7 +939,7 @@ class _GroupRun:
             self.running.pop(task_id, None)
             self.pgids.pop(task_id, None)
         if closed.is_set():
-            return Verdict(True, None, {"closed_by_agent": True}), result.returncode
+            return Verdict(True, None, {"closed": True, "closed_by_agent": True}), result.returncode
         if result.timed_out:
             return Verdict(False, f"timed out after {settings.timeout_seconds:g}s", {}), result.returncode
         tail = b""
