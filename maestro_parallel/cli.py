@@ -27,7 +27,15 @@ import click
 from ._version import __version__
 from .config import Config, load_config
 from .coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker, wait_for_stored_group
-from .errors import ConfigError, GroupBusyError, MaestroError, StateError, TrackerError, ValidationError
+from .errors import (
+    ConfigError,
+    GroupBusyError,
+    GroupNotFoundError,
+    MaestroError,
+    StateError,
+    TrackerError,
+    ValidationError,
+)
 from .markers import SEQUENTIAL, detect_groups, is_valid_group_id, marker_warnings, task_group
 from .models import GroupMetadata, TaskStatus
 from .store import StoredGroup, read_stored_group, read_stored_groups
@@ -491,6 +499,33 @@ def status(state: AppState, group_id: str, as_json: bool) -> int:
         _emit_json(_group_document(seen.metadata, {"stale": seen.stale}))
     else:
         _print_group(seen.metadata, stale=seen.stale)
+    return EXIT_OK
+
+
+@main.command()
+@click.option("--group-id", required=True)
+@_json_option
+@pass_state
+def recover(state: AppState, group_id: str, as_json: bool) -> int:
+    """Finish a group whose coordinator died: stop its agents, mark their tasks interrupted."""
+    _check_group_id(group_id, allow_sequential=True)
+    coordinator = AsyncParallelCoordinator(state.repo_root, config=state.config(), tracker=LocalTracker(state.repo_root))
+    try:
+        meta, recovered = anyio.run(coordinator.recover_group, group_id)
+    except GroupNotFoundError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    except GroupBusyError as exc:
+        raise CliError(str(exc), EXIT_BUSY) from None
+    except StateError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    if as_json:
+        _emit_json(_group_document(meta, {"recovered": recovered}))
+    else:
+        if recovered:
+            click.echo(f"recovered {len(recovered)} task(s): {', '.join(recovered)}")
+        else:
+            click.echo(f"group {group_id} needs no recovery ({meta.status.value})")
+        _print_group(meta)
     return EXIT_OK
 
 

@@ -28,6 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 from .errors import ConfigError
 
 __all__ = (
+    "AGENT_PLACEHOLDERS",
+    "SKILL_PLACEHOLDERS",
     "CONFIG_RELATIVE_PATH",
     "PRESETS",
     "RESULT_FORMATS",
@@ -236,6 +238,28 @@ def _argv(*, allow_empty: bool) -> _Check:
     return check
 
 
+#: The placeholders each kind of argv template may use (DESIGN §6).
+AGENT_PLACEHOLDERS = frozenset({"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title"})
+SKILL_PLACEHOLDERS = frozenset({"skill", "task_id", "repo_root"})
+
+
+def _template(names: frozenset[str], *, allow_empty: bool) -> _Check:
+    """An argv template whose placeholders are all known: a typo fails at load time, not mid-run."""
+    argv = _argv(allow_empty=allow_empty)
+
+    def check(value: object, where: _Key) -> tuple[str, ...]:
+        template = argv(value, where)
+        from .agents import render_argv
+
+        try:
+            render_argv(template, {name: "" for name in names}, key=where.label)
+        except ConfigError as exc:
+            raise ConfigError(f"{_source(where.source)}: {exc}", key=where.dotted) from None
+        return template
+
+    return check
+
+
 def _choice(options: Sequence[str]) -> _Check:
     def check(value: object, where: _Key) -> str:
         if not isinstance(value, str) or value not in options:
@@ -258,7 +282,7 @@ def _env(value: object, where: _Key) -> Mapping[str, str]:
 
 _AGENT_SPEC: Mapping[str, _Check] = {
     "preset": _choice(tuple(PRESETS)),
-    "command": _argv(allow_empty=False),
+    "command": _template(AGENT_PLACEHOLDERS, allow_empty=False),
     "result_format": _choice(RESULT_FORMATS),
     "timeout_seconds": _seconds(positive=False),
     "group_timeout_seconds": _seconds(positive=False),
@@ -283,7 +307,7 @@ _TESTS_SPEC: Mapping[str, _Check] = {
     "timeout_seconds": _seconds(positive=True),
 }
 _SKILLS_SPEC: Mapping[str, _Check] = {
-    "command": _argv(allow_empty=True),
+    "command": _template(SKILL_PLACEHOLDERS, allow_empty=True),
     "timeout_seconds": _seconds(positive=True),
 }
 _TRACKER_SPEC: Mapping[str, _Check] = {
@@ -425,7 +449,7 @@ class Config:
             for table in agents.values():
                 table.pop("timeout_seconds", None)
         if agent_command is not None:
-            base["command"] = _argv(allow_empty=False)(agent_command, where.child("command"))
+            base["command"] = _template(AGENT_PLACEHOLDERS, allow_empty=False)(agent_command, where.child("command"))
             base["preset"], base["result_format"] = "custom", "exit-code"
             for table in agents.values():
                 for name in ("command", "preset", "result_format"):

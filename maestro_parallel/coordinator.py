@@ -237,6 +237,25 @@ class AsyncParallelCoordinator:
             finally:
                 del self._runs[group_id]
 
+    async def recover_group(self, group_id: str) -> tuple[GroupMetadata, list[str]]:
+        """Finish a group whose coordinator died: stop its surviving agents, mark their tasks interrupted.
+
+        Returns the final metadata and the ids of the tasks recovered (empty when
+        the group was already final).  Raises :class:`GroupNotFoundError` when
+        nothing is stored and :class:`GroupBusyError` when a live coordinator runs it.
+        """
+        if not is_valid_group_id(group_id, allow_sequential=True):
+            raise ValidationError(f"invalid group id {group_id!r:.80}")
+        store = GroupStore(self.repo_root, group_id)
+        if not store.exists():
+            raise GroupNotFoundError(group_id)
+        async with store.lock():
+            meta = await store.load()
+            if meta is None:
+                raise GroupNotFoundError(group_id)
+            run = _GroupRun(self, store, [], meta, halt_on_failure=False, notes=[])
+            return meta, await run.recover()
+
     async def wait_for_group_completion(self, group_id: str, timeout_seconds: float = 3600) -> bool:
         """Wait for a group run by anyone to finish; True only when it completed."""
         seen = await self.wait_for_group(group_id, timeout_seconds)
@@ -555,8 +574,8 @@ class _GroupRun:
     async def execute(self) -> GroupMetadata:
         try:
             await self.store.prepare()
-        except (OSError, StateError) as exc:
-            self._persist_failed(exc)
+        except OSError as exc:
+            raise StateError(f"cannot create the group's folders under {self.store.dir}: {exc.strerror or exc}") from None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_snapshots)
@@ -571,6 +590,26 @@ class _GroupRun:
                 await self._finish()
                 await self.store.close()
         return self.meta
+
+    async def recover(self) -> list[str]:
+        """Close out a run whose coordinator died (see :meth:`AsyncParallelCoordinator.recover_group`)."""
+        if self.meta.status not in (TaskStatus.IN_PROGRESS, TaskStatus.PENDING):
+            return []
+        try:
+            events, _ = await self.store.read_events()
+            with anyio.CancelScope(shield=True):
+                recovered = await recover_orphans(self, events)
+                for result in self.meta.results:
+                    if result.get("status") in ("pending", "in_progress"):
+                        recovered.append(result["task_id"])
+                        await self.emit("task_finished", task_id=result["task_id"], status="failed",
+                                        exit_code=None, error="interrupted")
+                await self.emit("group_error", message="its coordinator died; the run was recovered")
+                await self.emit("group_finished", status=TaskStatus.FAILED.value)
+                await self.flush()
+        finally:
+            await self.store.close()
+        return recovered
 
     async def _write_snapshots(self) -> None:
         try:

@@ -320,3 +320,34 @@ def test_version_and_module_entry_point() -> None:
     assert result.exit_code == 0 and __version__ in result.stdout
     proc = subprocess.run([sys.executable, "-m", "maestro_parallel", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "Exit codes" in proc.stdout
+
+
+def test_recover_stops_the_agents_of_a_dead_coordinator(repo: Path) -> None:
+    path = write_tasks(repo, [task("a", "sleep=60 grandchild"), task("b", "sleep=60"), task("c")])
+    runner = cli_process(repo, "execute", "--group-id", "g", "--tasks-file", path)
+    wait_for(lambda: len([e for e in runs(repo) if e["event"] == "start"]) == 3)
+    wait_for(lambda: '"task_id":"c"' in (groups_folder(repo) / "g" / "events.jsonl").read_text()
+             and '"event":"task_finished"' in (groups_folder(repo) / "g" / "events.jsonl").read_text())
+    runner.kill()
+    runner.communicate(timeout=30)
+    agents = [e["pid"] for e in runs(repo) if e["event"] == "start" and e["task"] != "c"]
+    grandchild = int((repo / "grandchild-a.pid").read_text())
+    assert all(pid_alive(pid) for pid in [*agents, grandchild])
+
+    stale = invoke(repo, "status", "--group-id", "g", "--json")
+    assert json.loads(stale.stdout)["stale"] is True and json.loads(stale.stdout)["status"] == "in_progress"
+    waited = invoke(repo, "wait", "--group-id", "g", "--json")
+    assert waited.exit_code == 1 and json.loads(waited.stdout)["stale"] is True
+
+    result = invoke(repo, "recover", "--group-id", "g", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert sorted(document["recovered"]) == ["a", "b"]
+    assert document["status"] == "failed"
+    results = {r["task_id"]: r for r in document["results"]}
+    assert results["a"]["error"] == results["b"]["error"] == "interrupted"
+    assert results["c"]["status"] == "completed"
+    assert not any(pid_alive(pid) for pid in [*agents, grandchild])
+    again = invoke(repo, "recover", "--group-id", "g", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["recovered"] == []
+    assert invoke(repo, "recover", "--group-id", "nope").exit_code == 1

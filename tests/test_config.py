@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -741,3 +742,24 @@ def test_bad_files_name_the_file(tmp_path: Path, content: bytes, fragment: str) 
 def test_unreadable_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(path=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[agent]\ncommand = ["a", "{promt}"]', "[agent].command: unknown placeholder {promt}"),
+        ('[agent]\ncommand = ["a", "{prompt"]', "[agent].command: stray '{'"),
+        ('[agents.x]\ncommand = ["a", "{skill}"]', "[agents.x].command: unknown placeholder {skill}"),
+        ('[skills]\ncommand = ["a", "{prompt}"]', "[skills].command: unknown placeholder {prompt}"),
+    ],
+)
+def test_argv_templates_are_checked_at_load_time(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        loads_config(text)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_literal_braces_and_every_agent_placeholder_are_accepted() -> None:
+    command = ["a", "{{json}}", "{prompt}", "{prompt_file}", "{task_id}", "{group_id}", "{subagent}", "{repo_root}", "{title}"]
+    assert loads_config(f"[agent]\ncommand = {json.dumps(command)}").agent.command == tuple(command)
