@@ -77,7 +77,7 @@ def render_argv(template: Sequence[str], values: Mapping[str, str], *, key: str 
             if name is None:
                 raise ConfigError(f"{key}: stray {token!r} in {element!r:.80} (write {token * 2} for a literal brace)", key=key)
             if name not in values:
-                known = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
+                known = ", ".join("{" + p + "}" for p in sorted(values))  # the ones usable in this template
                 raise ConfigError(f"{key}: unknown placeholder {{{name}}} (known: {known})", key=key)
             return values[name]
 
@@ -244,7 +244,8 @@ def build_prompt(
 # --------------------------------------------------------------------------- verdicts
 
 _RATE_LIMIT = re.compile(
-    rb"\b429\b|rate[ _-]?limit|too many requests|temporarily limiting|overloaded", re.IGNORECASE
+    # "rate" must not end another word: "generate limits" and "accurate limit" are no rate limit.
+    rb"\b429\b|(?<![a-z])rate[ _-]?limit|too many requests|temporarily limiting|overloaded", re.IGNORECASE
 )
 
 
@@ -290,12 +291,16 @@ class ResultScanner:
         if not text:
             return
         self.last_line = text[:500]
-        if self.result_format == "exit-code" or not text.startswith("{"):
+        if self.result_format == "exit-code" or not text.startswith(("{", "[")):
             return
         try:
             obj = json.loads(text)
         except ValueError:
             return
+        if isinstance(obj, list) and self.result_format == "claude-json":
+            # ``--output-format json`` in verbose mode prints every message as one array.
+            results = [o for o in obj if isinstance(o, dict) and o.get("type") == "result"]
+            obj = results[-1] if results else None
         if not isinstance(obj, dict):
             return
         kind = obj.get("type")
@@ -355,7 +360,9 @@ def judge(scanner: ResultScanner, returncode: int | None, *, describe: str, tail
             subtype = result.get("subtype")
             if result.get("is_error") is True or subtype != "success":
                 detail = result.get("result") if isinstance(result.get("result"), str) else ""
-                failure = f"agent reported {subtype or 'an error'}" + (f": {detail[:300]}" if detail else "")
+                # Claude reports API errors as subtype "success" with is_error true: never say "success".
+                what = subtype if isinstance(subtype, str) and subtype and subtype != "success" else "an error"
+                failure = f"agent reported {what}" + (f": {detail[:300]}" if detail else "")
         elif returncode == 0:
             failure = "agent printed no result object (claude-json)"
     elif scanner.result_format == "codex-jsonl":

@@ -278,7 +278,11 @@ class AsyncParallelCoordinator:
 
     async def list_groups(self, status: TaskStatus | str | None = None) -> list[GroupMetadata]:
         """Stored groups, newest ``created_at`` first; unreadable ones are left out."""
-        wanted = TaskStatus(status) if status is not None else None
+        try:
+            wanted = TaskStatus(status) if status is not None else None
+        except ValueError:
+            choices = ", ".join(s.value for s in TaskStatus)
+            raise ValidationError(f"invalid status {status!r:.40} (one of: {choices})") from None
         groups = [g for g in await self.read_groups() if g.metadata is not None]
         return [g.metadata for g in groups if wanted is None or g.metadata.status is wanted]  # type: ignore[union-attr]
 
@@ -981,9 +985,10 @@ class _GroupRun:
             return Verdict(True, None, {"closed": True, "closed_by_agent": True}), result.returncode
         if result.timed_out:
             return Verdict(False, f"timed out after {settings.timeout_seconds:g}s", {}), result.returncode
-        tail = b""
         if settings.max_log_bytes <= 0:
             tail = await _scan_log(log_path, offset, scanner)
+        else:  # the scanner saw the output live; the log's end still shows a rate limit
+            tail = await _read_tail(log_path, offset)
         scanner.finish()
         verdict = judge(scanner, result.returncode, describe=describe_returncode(result.returncode), tail=tail)
         return verdict, result.returncode
@@ -1063,6 +1068,17 @@ async def _size(path: Path) -> int:
 async def _append(path: Path, data: bytes) -> None:
     async with aiofiles.open(path, "ab") as handle:
         await handle.write(data)
+
+
+async def _read_tail(path: Path, offset: int, size: int = 65536) -> bytes:
+    """The last ``size`` bytes of a log after ``offset``."""
+    try:
+        async with aiofiles.open(path, "rb") as handle:
+            end = (await aiofiles.os.stat(path)).st_size
+            await handle.seek(max(offset, end - size))
+            return await handle.read()
+    except OSError:
+        return b""
 
 
 async def _scan_log(path: Path, offset: int, scanner: ResultScanner) -> bytes:

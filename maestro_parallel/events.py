@@ -48,6 +48,9 @@ __all__ = (
 
 SCHEMA_VERSION = 1
 
+#: How every line that :func:`encode_event` writes begins.
+_EVENT_START = b'{"event":'
+
 #: Added keys of a result that describe one attempt; dropped when the task runs again.
 _PER_ATTEMPT_EXTRAS = ("pid", "pgid", "start_time", "closed", "blockers")
 
@@ -66,7 +69,8 @@ def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """Parse journal bytes into events; return them and the number of lines skipped.
 
     A torn last line (a writer died mid-append) is ignored silently; a corrupt
-    line elsewhere is skipped and counted.
+    line elsewhere is skipped and counted, and a complete event glued after a
+    torn line (the next run appended to it) is still returned.
     """
     events: list[dict[str, Any]] = []
     skipped = 0
@@ -79,6 +83,9 @@ def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
             event = json.loads(line)
         except ValueError:
             skipped += 1
+            event = _salvage(line)
+            if event is not None:
+                events.append(event)
             continue
         if isinstance(event, dict) and isinstance(event.get("event"), str):
             events.append(event)
@@ -92,6 +99,25 @@ def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
         if isinstance(event, dict) and isinstance(event.get("event"), str):
             events.append(event)
     return events, skipped
+
+
+def _salvage(line: bytes) -> dict[str, Any] | None:
+    """The complete event at the end of a corrupt line, if any.
+
+    A writer that died mid-line leaves a torn line without a newline; the next
+    run's first append is then glued to it.  Every line :func:`encode_event`
+    writes starts with ``{"event":``, which cannot occur inside an encoded
+    string (its quotes would be escaped), so the last such start is a line of
+    its own.
+    """
+    start = line.rfind(_EVENT_START)
+    if start <= 0:
+        return None
+    try:
+        event = json.loads(line[start:])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
 
 
 def _result(meta: GroupMetadata, task_id: Any) -> dict[str, Any] | None:
@@ -159,6 +185,8 @@ def _task_prepared(meta: GroupMetadata, event: Mapping[str, Any], at: str | None
     result["skills_applied"] = list(event.get("skills_applied") or [])
     if event.get("skills_missing"):
         result["skills_missing"] = list(event["skills_missing"])
+    elif "skills_missing" in event:  # every skill was found this time: drop an earlier run's list
+        result.pop("skills_missing", None)
     if event.get("prompt_path"):
         result["prompt_path"] = event["prompt_path"]
 
@@ -211,7 +239,8 @@ def _task_retry(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -
     reason = event.get("reason") or "transient failure"
     delay = event.get("delay_seconds")
     note = f"attempt {event.get('attempt')} failed ({reason}); retrying in {delay}s"
-    result.setdefault("warnings", []).append(note)
+    if note not in result.setdefault("warnings", []):  # replaying over a snapshot must not repeat it
+        result["warnings"].append(note)
 
 
 def _task_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:

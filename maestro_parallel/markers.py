@@ -244,7 +244,7 @@ def _clean_token(token: str) -> str | None:
         return None
     token = token.partition("#")[0].partition("::")[0]
     while True:
-        stripped = _LINE_REF_RE.sub("", token.strip("*").rstrip(".,;:!?)"))
+        stripped = _LINE_REF_RE.sub("", token.strip("*\"'`[]").rstrip(".,;:!?)"))
         if stripped == token:
             break
         token = stripped

@@ -210,9 +210,12 @@ class GroupMetadata:
         what = f"group {data.get('group_id')!r}"
         try:
             phase = GroupPhase(data.get("phase", "pre_execution"))
+        except ValueError:
+            raise ValidationError(f"{what}: key 'phase' is not a group phase: {data.get('phase')!r:.60}") from None
+        try:
             status = TaskStatus(data.get("status", "pending"))
-        except ValueError as exc:
-            raise ValidationError(f"{what}: {exc}") from None
+        except ValueError:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from None
         results = data.get("results", [])
         if not isinstance(results, list) or not all(
             isinstance(r, dict) and isinstance(r.get("task_id"), str) for r in results

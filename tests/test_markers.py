@@ -470,3 +470,15 @@ def test_detect_subagent_replacement_table(text: str, table: dict[str, Any], exp
 
 def test_detect_subagent_none_table_is_the_default() -> None:
     assert detect_subagent("react css", None) == "frontend-developer"
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("- path: `docs/api.md`.", ["docs/api.md"]),
+        ("- file: 'src/a.py';", ["src/a.py"]),
+        ('- location: "web/b.tsx"!', ["web/b.tsx"]),
+    ],
+)
+def test_quoted_field_values_followed_by_punctuation(description: str, expected: list[str]) -> None:
+    assert extract_relevant_files(description) == expected
