@@ -97,7 +97,10 @@ class _ProcessTable:
 
     def has_live_member(self, pgid: int) -> bool:
         now = time.monotonic()
-        if now - self._read_at > self._MAX_AGE:
+        # A cached "absent" is never trusted: the group may have been born after that
+        # scan, and stopping it would then be skipped.  A cached "present" only makes a
+        # stopping coordinator poll once more.
+        if now - self._read_at > self._MAX_AGE or (self._live is not None and pgid not in self._live):
             self._live = self._scan()
             self._read_at = now
         return True if self._live is None else pgid in self._live

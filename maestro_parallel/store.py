@@ -60,6 +60,8 @@ MAESTRO_RELATIVE_PATH = Path(".flow/maestro")
 GROUPS_RELATIVE_PATH = MAESTRO_RELATIVE_PATH / "parallel_groups"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+#: How long a group lock found taken is tried again before the group counts as busy.
+_BUSY_RECHECK_SECONDS = 0.5
 
 
 def _nofollow_opener(flags: int) -> Callable[[str, int], int]:
@@ -118,6 +120,16 @@ def _read_nofollow(path: Path) -> bytes | None:
         return handle.read()
 
 
+def _last_byte_is_not_newline(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except OSError:  # empty or missing: nothing to repair
+        return False
+
+
+_ends_torn = aiofiles.os.wrap(_last_byte_is_not_newline)
 _ensure_dir_async = aiofiles.os.wrap(_ensure_dir)
 _write_atomic_async = aiofiles.os.wrap(_write_atomic)
 _read_async = aiofiles.os.wrap(_read_nofollow)
@@ -200,6 +212,12 @@ class _FileLock:
         self._fd = fd
         return None
 
+    async def _acquire_shielded(self) -> LockHolder | None:
+        """:meth:`_try_acquire` in a worker thread, shielded: the call is quick, and a
+        cancellation while it runs would otherwise lose a lock the thread then takes."""
+        with anyio.CancelScope(shield=True):
+            return await aiofiles.os.wrap(self._try_acquire)()
+
     def release(self) -> None:
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -215,15 +233,22 @@ class GroupLock(_FileLock):
         self.group_id = group_id
 
     async def __aenter__(self) -> GroupLock:
-        holder = await aiofiles.os.wrap(self._try_acquire)()
-        if holder is not None:
-            who = f"pid {holder.pid}" if holder.pid is not None else "an unknown process"
-            raise GroupBusyError(
-                f"group {self.group_id} is being run by another coordinator ({who})",
-                group_id=self.group_id,
-                holder_pid=holder.pid,
-            )
-        return self
+        # A reader asking lock_holder() holds a shared flock for an instant, which
+        # looks like a holder: only a lock still taken after a short while is busy.
+        deadline = time.monotonic() + _BUSY_RECHECK_SECONDS
+        while True:
+            holder = await self._acquire_shielded()
+            if holder is None:
+                return self
+            if time.monotonic() >= deadline:
+                break
+            await anyio.sleep(0.01)
+        who = f"pid {holder.pid}" if holder.pid is not None else "an unknown process"
+        raise GroupBusyError(
+            f"group {self.group_id} is being run by another coordinator ({who})",
+            group_id=self.group_id,
+            holder_pid=holder.pid,
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
@@ -236,9 +261,8 @@ class TestsLock(_FileLock):
     """
 
     async def __aenter__(self) -> TestsLock:
-        acquire = aiofiles.os.wrap(self._try_acquire)
         delay = 0.05
-        while await acquire() is not None:
+        while await self._acquire_shielded() is not None:
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.5)
         return self
@@ -321,11 +345,14 @@ class GroupStore:
 
     async def append_event(self, event: dict[str, Any]) -> None:
         """Append one event to the journal with a single write."""
+        line = encode_event(event)
         if self._journal is None:
             self._journal = await aiofiles.open(
                 self.journal_path, "ab", buffering=0, opener=_OPEN_NOFOLLOW
             )
-        await self._journal.write(encode_event(event))
+            if await _ends_torn(self.journal_path):
+                line = b"\n" + line  # a writer died mid-line: never glue an event onto it
+        await self._journal.write(line)
 
     async def close(self) -> None:
         if self._journal is not None:
@@ -344,6 +371,7 @@ class GroupStore:
 
     async def set_aside(self) -> Path | None:
         """Move the stored state into ``history/<timestamp>/`` (for ``--restart``)."""
+        await self.close()  # later events go to a fresh journal, not the one set aside
         parts = [p for p in (self.snapshot_path, self.journal_path, self.logs_dir, self.prompts_dir) if p.exists()]
         if not parts:
             return None
@@ -415,25 +443,28 @@ class SnapshotWriter:
         self._store = store
         self._meta = meta
         self._interval = interval
-        self._dirty = anyio.Event()
+        self._dirty = False
+        self._wake = anyio.Event()  # replaced only by run(), so it never waits on a stale one
         self._lock = anyio.Lock()
         self.writes = 0
 
     def mark_dirty(self) -> None:
-        self._dirty.set()
+        self._dirty = True
+        self._wake.set()
 
     async def flush(self) -> None:
         async with self._lock:
-            self._dirty = anyio.Event()
+            self._dirty = False
             await self._store.write_snapshot(self._meta)
             self.writes += 1
 
     async def run(self) -> None:
         """Write the snapshot whenever it changed, at most once per interval; runs until cancelled."""
         while True:
-            await self._dirty.wait()
+            await self._wake.wait()
+            self._wake = anyio.Event()
             await anyio.sleep(self._interval)
-            if self._dirty.is_set():
+            if self._dirty:
                 await self.flush()
 
 
