@@ -16,13 +16,15 @@ import json
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import click
+from rich.console import Console
 
 from ._version import __version__
 from .config import Config, load_config
@@ -38,6 +40,7 @@ from .errors import (
 )
 from .markers import SEQUENTIAL, detect_groups, is_valid_group_id, marker_warnings, task_group
 from .models import GroupMetadata, TaskStatus
+from .progress import LiveProgress, describe_event, use_live_progress
 from .store import StoredGroup, read_stored_group, read_stored_groups
 from .tasks import TaskRecord, loads_tasks
 from .trackers.base import Tracker
@@ -241,49 +244,136 @@ def detect(state: AppState, tasks_file: str | None, from_beads: bool, as_json: b
 # --------------------------------------------------------------------------- execute
 
 
-def _progress_printer(state: AppState) -> Callable[[dict[str, Any]], None]:
+@contextmanager
+def _progress(state: AppState) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """The ``on_event`` callback that shows progress on stderr: a live table on a terminal, lines otherwise."""
+    if state.quiet:
+        yield lambda event: None
+        return
+    stream = sys.stderr
+    if use_live_progress(stream):
+        view = LiveProgress(Console(stderr=True), state.repo_root)
+        with view.live():
+            yield view.on_event
+        return
+
     def show(event: dict[str, Any]) -> None:
-        line = _describe_event(event, state.verbose)
+        line = describe_event(event, state.verbose)
         if line:
-            state.progress(line)
+            click.echo(line, err=True)
 
-    return show
+    yield show
 
 
-def _describe_event(event: dict[str, Any], verbose: int) -> str | None:
-    name = event.get("event")
-    at = str(event.get("at", ""))[11:19]
-    group = event.get("group_id")
-    task = event.get("task_id")
-    if name == "group_started":
-        text = f"group {group}: {len(event.get('tasks', []))} tasks" + (" (resumed)" if event.get("resumed") else "")
-    elif name == "phase_changed":
-        text = f"group {group}: phase {event.get('phase')}"
-    elif name == "refresh_finished":
-        text = "context refreshed" if event.get("ok") else None
-    elif name == "task_blocked":
-        text = f"{task} blocked: {event.get('error')}"
-    elif name == "task_started":
-        text = f"{task} started (attempt {event.get('attempt')}, pid {event.get('pid')})"
-    elif name == "task_retry":
-        text = f"{task} will retry in {event.get('delay_seconds')}s: {event.get('reason')}"
-    elif name == "task_finished":
-        text = f"{task} {event.get('status')}" + (f": {event.get('error')}" if event.get("error") else "")
-    elif name == "tests_finished":
-        text = f"tests {event.get('status')}" + (f": {event.get('error')}" if event.get("error") else "")
-    elif name == "task_closed":
-        text = f"{task} closed" if event.get("ok") else f"{task} not closed: {event.get('error')}"
-    elif name == "warning":
-        text = f"warning: {(task + ': ') if task else ''}{event.get('message')}"
-    elif name == "group_error":
-        text = f"error: {event.get('message')}"
-    elif name == "group_finished":
-        text = f"group {group}: {event.get('status')}"
-    elif name == "task_prepared":
-        text = f"{task}: subagent {event.get('subagent')}" if verbose else None
-    else:
-        text = None
-    return f"[{at}] {text}" if text else None
+_T = TypeVar("_T")
+
+
+def _run_with_signals(
+    state: AppState,
+    coordinators: Sequence[AsyncParallelCoordinator],
+    body: Callable[[list[int]], Awaitable[_T]],
+) -> tuple[_T, list[int]]:
+    """Run ``body`` under anyio; SIGINT/SIGTERM interrupt the coordinators (a second one: no grace).
+
+    Returns what ``body`` returned and the signals received.  A library error
+    is raised as itself, never wrapped in an exception group.
+    """
+    received: list[int] = []
+    failure: list[MaestroError] = []
+
+    async def guarded() -> _T | None:
+        async with anyio.create_task_group() as tg:
+
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        received.append(signum)
+                        name = signal.Signals(signum).name
+                        if len(received) == 1:
+                            state.progress(f"{name}: stopping every agent (again to kill them at once)")
+                        for coordinator in coordinators:
+                            coordinator.interrupt(f"interrupted by {name}", force=len(received) > 1)
+
+            tg.start_soon(watch_signals)
+            try:
+                return await body(received)
+            except MaestroError as exc:
+                failure.append(exc)
+                return None
+            finally:
+                tg.cancel_scope.cancel()
+
+    result = anyio.run(guarded)
+    if failure:
+        raise failure[0]
+    return result, received  # type: ignore[return-value]
+
+
+def _signal_exit(received: list[int]) -> int | None:
+    if not received:
+        return None
+    return EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
+
+
+def _raise_for(exc: MaestroError) -> NoReturn:
+    """Map a library error that stopped a run to the CLI's exit codes."""
+    if isinstance(exc, GroupBusyError):
+        raise CliError(str(exc), EXIT_BUSY) from None
+    if isinstance(exc, (ValidationError, ConfigError)):
+        raise CliError(str(exc), EXIT_USAGE) from None
+    raise CliError(str(exc), EXIT_FAILED) from None  # StateError, TrackerError: could not proceed
+
+
+def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that shape how agents run, shared by ``execute`` and ``run``."""
+    options = [
+        click.option("--max-parallel", type=click.IntRange(min=0), help="At most N agents at a time (0: all at once)."),
+        click.option("--timeout", "group_timeout", type=click.FloatRange(min=0), help="Whole-group timeout in seconds."),
+        click.option("--task-timeout", type=click.FloatRange(min=0), help="Per-task timeout in seconds."),
+        click.option("--no-refresh", is_flag=True, help="Skip the context refresh."),
+        click.option("--no-tests", is_flag=True, help="Skip the test suite."),
+        click.option("--halt-on-failure", is_flag=True, help="Stop the other agents when one task fails."),
+        click.option(
+            "--agent-command",
+            metavar="ARGV",
+            help="Argv template for every agent (split like a shell, never run by one).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _configured(
+    state: AppState,
+    *,
+    max_parallel: int | None,
+    group_timeout: float | None,
+    task_timeout: float | None,
+    no_refresh: bool,
+    no_tests: bool,
+    agent_command: str | None,
+) -> Config:
+    """The config file with the command line's flags applied over it."""
+    argv = None
+    if agent_command is not None:
+        try:
+            argv = shlex.split(agent_command)
+        except ValueError as exc:
+            raise CliError(f"--agent-command: {exc}") from None
+        if not argv:
+            raise CliError("--agent-command is empty")
+    try:
+        return state.config().with_overrides(
+            max_parallel=max_parallel,
+            group_timeout_seconds=group_timeout,
+            timeout_seconds=task_timeout,
+            refresh_enabled=False if no_refresh else None,
+            tests_enabled=False if no_tests else None,
+            agent_command=argv,
+        )
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _total_cost(meta: GroupMetadata) -> float | None:
@@ -328,14 +418,8 @@ def _exit_code_of(meta: GroupMetadata) -> int:
 @click.option("--group-id", required=True, help="The group to run: the tasks whose marker names it.")
 @click.option("--tasks-file", metavar="FILE", help="A tasks.json file, or - for standard input.")
 @click.option("--from-beads", is_flag=True, help="Read the tasks from the beads tracker (bd).")
-@click.option("--max-parallel", type=click.IntRange(min=0), help="At most N agents at a time (0: all at once).")
-@click.option("--timeout", "group_timeout", type=click.FloatRange(min=0), help="Whole-group timeout in seconds.")
-@click.option("--task-timeout", type=click.FloatRange(min=0), help="Per-task timeout in seconds.")
-@click.option("--no-refresh", is_flag=True, help="Skip the context refresh.")
-@click.option("--no-tests", is_flag=True, help="Skip the test suite.")
+@_run_options
 @click.option("--restart", is_flag=True, help="Set the stored state aside under history/ and start afresh.")
-@click.option("--halt-on-failure", is_flag=True, help="Stop the other agents when one task fails.")
-@click.option("--agent-command", metavar="ARGV", help="Argv template for every agent (split like a shell, never run by one).")
 @_json_option
 @pass_state
 def execute(
@@ -343,37 +427,14 @@ def execute(
     group_id: str,
     tasks_file: str | None,
     from_beads: bool,
-    max_parallel: int | None,
-    group_timeout: float | None,
-    task_timeout: float | None,
-    no_refresh: bool,
-    no_tests: bool,
     restart: bool,
     halt_on_failure: bool,
-    agent_command: str | None,
     as_json: bool,
+    **flags: Any,
 ) -> int:
     """Run one parallel group end to end."""
     _check_group_id(group_id)
-    argv = None
-    if agent_command is not None:
-        try:
-            argv = shlex.split(agent_command)
-        except ValueError as exc:
-            raise CliError(f"--agent-command: {exc}") from None
-        if not argv:
-            raise CliError("--agent-command is empty")
-    try:
-        config = state.config().with_overrides(
-            max_parallel=max_parallel,
-            group_timeout_seconds=group_timeout,
-            timeout_seconds=task_timeout,
-            refresh_enabled=False if no_refresh else None,
-            tests_enabled=False if no_tests else None,
-            agent_command=argv,
-        )
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    config = _configured(state, **flags)
     tracker, source = _tracker_for(state, tasks_file, from_beads)
     records = _load_records(tracker)
     members = [r for r in records if task_group(r.metadata) == group_id]
@@ -383,53 +444,23 @@ def execute(
             return _nothing_to_run(state, group_id, members, as_json)
         raise CliError(f"no task of group {group_id} to run in {source}")
 
-    coordinator = AsyncParallelCoordinator(
-        state.repo_root, config=config, tracker=tracker, on_event=_progress_printer(state)
-    )
-    received: list[int] = []
+    with _progress(state) as on_event:
+        coordinator = AsyncParallelCoordinator(state.repo_root, config=config, tracker=tracker, on_event=on_event)
 
-    async def run() -> GroupMetadata | None:
-        async with anyio.create_task_group() as tg:
+        async def body(received: list[int]) -> GroupMetadata:
+            return await coordinator.execute_parallel_group(
+                runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
+            )
 
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        received.append(signum)
-                        name = signal.Signals(signum).name
-                        if len(received) == 1:
-                            state.progress(f"{name}: stopping every agent (again to kill them at once)")
-                        coordinator.interrupt(f"interrupted by {name}", force=len(received) > 1)
-
-            tg.start_soon(watch_signals)
-            try:
-                return await coordinator.execute_parallel_group(
-                    runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
-                )
-            except MaestroError as exc:
-                failure.append(exc)  # raised after the task group, not wrapped in an ExceptionGroup
-                return None
-            finally:
-                tg.cancel_scope.cancel()
-
-    failure: list[MaestroError] = []
-    try:
-        meta = anyio.run(run)
-        if failure:
-            raise failure[0]
-    except GroupBusyError as exc:
-        raise CliError(str(exc), EXIT_BUSY) from None
-    except ValidationError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    except MaestroError as exc:  # StateError, TrackerError: the run could not proceed
-        raise CliError(str(exc), EXIT_FAILED) from None
-    assert meta is not None
+        try:
+            meta, received = _run_with_signals(state, [coordinator], body)
+        except MaestroError as exc:
+            _raise_for(exc)
     if as_json:
         _emit_json(_group_document(meta))
     else:
         _print_group(meta)
-    if received:
-        return EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
-    return _exit_code_of(meta)
+    return _signal_exit(received) or _exit_code_of(meta)
 
 
 def _nothing_to_run(state: AppState, group_id: str, members: list[TaskRecord], as_json: bool) -> int:
@@ -567,3 +598,7 @@ def wait(state: AppState, group_id: str, timeout: float, as_json: bool) -> int:
             text += f" (still running after {timeout:g}s)"
         click.echo(text)
     return code
+
+
+# The other commands live in their own modules; importing them registers them on `main`.
+from . import cli_run, cli_tools  # noqa: E402,F401

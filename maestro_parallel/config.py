@@ -41,6 +41,7 @@ __all__ = (
     "SkillsConfig",
     "TestsConfig",
     "TrackerConfig",
+    "config_template",
     "load_config",
     "loads_config",
     "parse_config",
@@ -589,3 +590,76 @@ def load_config(
     except OSError as exc:
         raise ConfigError(f"{_source(source)}: cannot read: {exc.strerror or exc}") from None
     return parse_config(data, source=source)
+
+
+def _toml(value: object) -> str:
+    """A default written as TOML (the few types the config uses)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def config_template() -> str:
+    """A commented ``config.toml`` with every key at its default (what ``maestro-parallel init`` writes).
+
+    Keys a preset derives (``command``, ``result_format``) are commented out, so
+    changing ``preset`` alone takes effect.
+    """
+    agent, refresh, tests, skills, tracker = AgentSettings(), RefreshConfig(), TestsConfig(), SkillsConfig(), TrackerConfig()
+    return f"""\
+# maestro-parallel configuration. Every key is optional; the values shown are the defaults.
+# Argv templates are lists, never shell strings. Placeholders: {{prompt}}, {{prompt_file}},
+# {{task_id}}, {{group_id}}, {{subagent}}, {{repo_root}}, {{title}}; {{{{ and }}}} are literal braces.
+
+[agent]
+preset = {_toml(agent.preset)}  # claude | codex | custom (custom needs a command)
+# command = {_toml(agent.command)}  # the preset's; set it to replace the preset's command
+# result_format = {_toml(agent.result_format)}  # exit-code | claude-json | codex-jsonl; the preset's by default
+timeout_seconds = {_toml(agent.timeout_seconds)}  # per task, wall clock; 0: none
+group_timeout_seconds = {_toml(agent.group_timeout_seconds)}  # whole group; 0: none
+grace_seconds = {_toml(agent.grace_seconds)}  # SIGTERM to the agent's process group, this long, then SIGKILL
+max_parallel = {_toml(agent.max_parallel)}  # 0: every task of the group at once
+launch_stagger_seconds = {_toml(agent.launch_stagger_seconds)}  # space launches to avoid a burst against an API
+retries = {_toml(agent.retries)}  # rate-limited / transient failures only, with backoff
+max_log_bytes = {_toml(agent.max_log_bytes)}  # 0: unlimited; a cap drops the middle of a log, never its end
+env = {_toml(dict(agent.env))}  # extra environment for agents
+
+# Overrides of [agent] keys for one subagent (any key but max_parallel and group_timeout_seconds):
+# [agents.test-automator]
+# timeout_seconds = 1800
+# env = {{ PYTEST_ADDOPTS = "-x" }}  # merged with [agent].env
+
+[refresh]  # phase 1: its output becomes the "Current project state" of every prompt
+enabled = {_toml(refresh.enabled)}
+command = {_toml(refresh.command)}
+timeout_seconds = {_toml(refresh.timeout_seconds)}
+max_bytes = {_toml(refresh.max_bytes)}  # how much of its output goes into each prompt
+
+[tests]  # phase 4: the test gate before tasks are closed
+enabled = {_toml(tests.enabled)}
+# command = ["pytest", "-q"]  # absent: detected (pytest, npm test, cargo test, go test); none found: skipped
+timeout_seconds = {_toml(tests.timeout_seconds)}
+
+[skills]
+command = {_toml(skills.command)}  # empty: .claude/skills/<name>/SKILL.md; else argv ({{skill}}, {{task_id}}, {{repo_root}}) printing the guidance
+timeout_seconds = {_toml(skills.timeout_seconds)}
+
+[tracker]
+kind = {_toml(tracker.kind)}  # auto (beads when .beads/ exists and bd is on PATH) | beads | local
+bd_command = {_toml(tracker.bd_command)}
+actor = {_toml(tracker.actor)}  # empty: maestro-parallel@<hostname>
+call_timeout_seconds = {_toml(tracker.call_timeout_seconds)}
+poll_interval_seconds = {_toml(tracker.poll_interval_seconds)}
+
+# [detection]  # replaces the built-in keyword table of subagent detection
+# backend-architect = ["api", "backend", "server", "database", "endpoint", "service"]
+# frontend-developer = ["ui", "component", "frontend", "react", "vue", "css", "interface"]
+"""

@@ -187,6 +187,7 @@ class AsyncParallelCoordinator:
         self.tracker = tracker if tracker is not None else make_tracker(self.config, self.repo_root)
         self._callbacks: list[EventCallback] = [on_event] if on_event is not None else []
         self._runs: dict[str, _GroupRun] = {}
+        self._interrupted: tuple[str, bool] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -291,12 +292,13 @@ class AsyncParallelCoordinator:
         return await read_stored_groups(self.repo_root)
 
     def interrupt(self, reason: str, *, force: bool = False) -> None:
-        """Stop every group this coordinator runs, as on Ctrl-C.
+        """Stop every group this coordinator runs, or starts from now on, as on Ctrl-C.
 
         Agents are stopped (SIGTERM, grace, SIGKILL; ``force``: no grace), tasks end
         ``failed`` with error ``interrupted``, and ``execute_parallel_group`` returns
         the final metadata with ``reason`` in its errors.
         """
+        self._interrupted = (reason, force or bool(self._interrupted and self._interrupted[1]))
         for run in list(self._runs.values()):
             run.request_stop(reason, force=force)
 
@@ -584,6 +586,9 @@ class _GroupRun:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_snapshots)
                 with anyio.CancelScope() as self.work_scope:
+                    if self.coordinator._interrupted is not None:  # a signal came before the run began
+                        reason, force = self.coordinator._interrupted
+                        self.request_stop(reason, force=force)
                     await self._phases()
                 tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():

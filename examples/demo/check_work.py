@@ -13,7 +13,8 @@ tasks = json.loads((root / "tasks.json").read_text())["tasks"]
 problems = []
 checked = 0
 for task in tasks:
-    if not task["description"].lstrip().startswith(f"[P:Group-{group}]"):
+    marker = re.match(r"\s*\[P:Group-([\w-]+)\]", task["description"])
+    if (marker.group(1) if marker else "_sequential") != group or task.get("status") == "closed":
         continue
     for name in re.findall(r"[\w/]+\.(?:py|sql|tsx|css|md)\b", task["description"]):
         path = root / name

@@ -1,0 +1,360 @@
+"""What people and embedding programs see: live progress, events, logs, whole-plan runs, cancel, init."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from click.testing import CliRunner, Result
+from rich.console import Console
+
+from conftest import runs, task
+from maestro_parallel import AsyncParallelCoordinator, load_config
+from maestro_parallel.cli import main
+from maestro_parallel.config import Config, config_template, loads_config
+from maestro_parallel.errors import ValidationError
+from maestro_parallel.plan import find_cycle, next_step, plan_run
+from maestro_parallel.progress import LiveProgress, describe_event
+from maestro_parallel.tasks import parse_tasks
+from maestro_parallel.trackers import LocalTracker
+
+
+def invoke(repo: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["--repo-root", str(repo), *args])
+
+
+def write_tasks(repo: Path, tasks: list[dict[str, Any]]) -> str:
+    path = repo / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    return str(path)
+
+
+def seq(task_id: str, description: str = "", **extra: Any) -> dict[str, Any]:
+    return {"id": task_id, "title": f"task {task_id}", "description": description, **extra}
+
+
+def spans(repo: Path) -> dict[str, tuple[float, float]]:
+    starts = {e["task"]: e["t"] for e in runs(repo) if e["event"] == "start"}
+    ends = {e["task"]: e["t"] for e in runs(repo) if e["event"] == "end"}
+    return {t: (starts[t], ends[t]) for t in starts if t in ends}
+
+
+# --------------------------------------------------------------------------- the plan (pure)
+
+PLAN = [
+    task("b1", group="backend"),
+    task("b2", group="backend"),
+    task("f1", group="frontend", dependencies=["b1"]),
+    seq("s1", dependencies=["b2"]),
+    seq("s2", dependencies=["s1"]),
+    task("late", group="late", dependencies=["s2"]),
+    seq("free"),
+]
+
+
+def records(tasks: list[dict[str, Any]]) -> list[Any]:
+    return parse_tasks(tasks)
+
+
+def test_the_plan_puts_groups_first_and_honours_dependencies() -> None:
+    plan = plan_run(records(PLAN))
+    assert [(s.group_id, s.runs) for s in plan.steps] == [
+        ("backend", ("b1", "b2")),
+        ("frontend", ("f1",)),
+        ("_sequential", ("s1", "free")),
+        ("_sequential", ("s2",)),
+        ("late", ("late",)),
+    ]
+    assert plan.unreachable == {}
+
+
+def test_the_plan_names_what_can_never_run() -> None:
+    plan = plan_run(records([task("a", dependencies=["ghost"]), task("b")]))
+    assert [s.runs for s in plan.steps] == [("b",)]
+    assert plan.unreachable == {"a": ("ghost",)}
+
+
+def test_a_dependency_cycle_is_named() -> None:
+    cyclic = records([task("a", dependencies=["c"]), seq("b", dependencies=["a"]), seq("c", dependencies=["b"])])
+    assert find_cycle(cyclic) in (["a", "c", "b", "a"], ["c", "b", "a", "c"], ["b", "a", "c", "b"])
+    with pytest.raises(ValidationError, match=r"dependency cycle: \w -> \w -> \w -> \w"):
+        plan_run(cyclic)
+
+
+def test_next_step_skips_failed_tasks_and_what_is_done() -> None:
+    plan = records(PLAN)
+    assert next_step(plan, done={"b1", "b2"}, skip=()).group_id == "frontend"
+    assert next_step(plan, done={"b1", "b2", "f1"}, skip={"s1", "free"}) is None
+
+
+# --------------------------------------------------------------------------- run
+
+
+def test_run_dry_run_prints_the_plan_and_writes_nothing(repo: Path) -> None:
+    path = write_tasks(repo, PLAN)
+    people = invoke(repo, "run", "--tasks-file", path, "--dry-run")
+    assert people.exit_code == 0, people.stderr
+    assert "plan: 7 tasks in 5 steps" in people.stdout
+    assert "3. _sequential  s1, free  (one at a time)" in people.stdout
+    document = json.loads(invoke(repo, "run", "--tasks-file", path, "--dry-run", "--json").stdout)
+    assert [s["group_id"] for s in document["steps"]] == ["backend", "frontend", "_sequential", "_sequential", "late"]
+    assert not (repo / ".flow" / "maestro" / "parallel_groups").exists()
+    assert runs(repo) == []
+
+
+def test_run_executes_the_whole_plan_in_order(repo: Path) -> None:
+    tasks = [{**t, "description": t["description"] + " sleep=0.3"} for t in PLAN]
+    result = invoke(repo, "run", "--tasks-file", write_tasks(repo, tasks), "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["status"] == "completed" and document["remaining"] == []
+    assert [s["group_id"] for s in document["steps"]] == ["backend", "frontend", "_sequential", "_sequential", "late"]
+    times = spans(repo)
+    assert set(times) == {t["id"] for t in PLAN}
+    assert times["b1"][1] <= times["f1"][0] and times["b2"][1] <= times["s1"][0]
+    assert times["s1"][1] <= times["s2"][0] <= times["s2"][1] <= times["late"][0]
+    # Sequential tasks run one at a time; the group's tasks ran together.
+    assert times["s1"][1] <= times["free"][0] or times["free"][1] <= times["s1"][0]
+    assert max(times["b1"][0], times["b2"][0]) < min(times["b1"][1], times["b2"][1])
+    # The sequential tasks are kept under the reserved group.
+    status = json.loads(invoke(repo, "status", "--group-id", "_sequential", "--json").stdout)
+    assert {r["task_id"]: r["status"] for r in status["results"]} == {"s1": "completed", "s2": "completed", "free": "completed"}
+
+
+def test_run_stops_at_the_first_failure_unless_keep_going(repo: Path) -> None:
+    tasks = [task("bad", "exit=1", group="one"), task("after", group="two", dependencies=["bad"]), task("other", group="three")]
+    path = write_tasks(repo, tasks)
+    stopped = invoke(repo, "run", "--tasks-file", path, "--json")
+    assert stopped.exit_code == 1
+    document = json.loads(stopped.stdout)
+    assert [s["group_id"] for s in document["steps"]] == ["one"]
+    assert document["status"] == "failed"
+
+    kept = invoke(repo, "run", "--tasks-file", path, "--keep-going", "--json")
+    assert kept.exit_code == 1
+    document = json.loads(kept.stdout)
+    assert [s["group_id"] for s in document["steps"]] == ["one", "three"]
+    assert document["remaining"] == ["bad", "after"]
+
+
+def test_run_refuses_a_cycle_with_exit_2(repo: Path) -> None:
+    path = write_tasks(repo, [task("a", dependencies=["b"]), seq("b", dependencies=["a"])])
+    result = invoke(repo, "run", "--tasks-file", path)
+    assert result.exit_code == 2
+    assert "dependency cycle:" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- logs, cancel, init
+
+
+def test_logs_print_every_log_or_one(repo: Path) -> None:
+    path = write_tasks(repo, [task("a", "print=hello-from-a"), task("b", "print=hello-from-b")])
+    assert invoke(repo, "execute", "--group-id", "g", "--tasks-file", path).exit_code == 0
+    every = invoke(repo, "logs", "--group-id", "g")
+    assert every.exit_code == 0
+    assert "==> a <==\nhello-from-a\n==> b <==\nhello-from-b\n" in every.stdout
+    one = invoke(repo, "logs", "--group-id", "g", "--task-id", "b", "--json")
+    assert [json.loads(line) for line in one.stdout.splitlines()] == [{"task_id": "b", "line": "hello-from-b"}]
+    assert invoke(repo, "logs", "--group-id", "g", "--task-id", "zz").exit_code == 1
+    assert invoke(repo, "logs", "--group-id", "nope").exit_code == 1
+    assert invoke(repo, "logs", "--group-id", "../x").exit_code == 2
+
+
+def cli_process(repo: Path, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def wait_for(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_logs_follow_streams_output_until_the_group_ends(repo: Path) -> None:
+    (repo / "agent.py").write_text(
+        "import sys, time\nfor i in range(4):\n    print(f'{sys.argv[1]} step {i}', flush=True)\n    time.sleep(0.3)\n"
+    )
+    path = write_tasks(repo, [task("a")])
+    runner = cli_process(repo, "execute", "--group-id", "g", "--tasks-file", path)
+    try:
+        wait_for(lambda: (repo / ".flow/maestro/parallel_groups/g/logs/a.log").exists())
+        follower = cli_process(repo, "logs", "--group-id", "g", "--task-id", "a", "--follow")
+        first = follower.stdout.readline()  # arrives while the agent still runs
+        assert first == "a step 0\n"
+        assert runner.poll() is None
+        rest, _ = follower.communicate(timeout=60)
+        assert follower.returncode == 0
+        assert rest.splitlines() == ["a step 1", "a step 2", "a step 3"]
+    finally:
+        runner.communicate(timeout=60)
+
+
+def test_cancel_stops_a_group_run_by_another_process(repo: Path) -> None:
+    path = write_tasks(repo, [task("a", "sleep=60 grandchild")])
+    runner = cli_process(repo, "execute", "--group-id", "g", "--tasks-file", path, "--json")
+    try:
+        wait_for(lambda: any(e["event"] == "start" for e in runs(repo)))
+        result = invoke(repo, "cancel", "--group-id", "g", "--json")
+        assert result.exit_code == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert document["signalled_pid"] == runner.pid and document["stopped"] is True
+        assert document["status"] == "failed"
+    finally:
+        out, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 143
+    assert "run interrupted by SIGTERM" in json.loads(out)["errors"]
+    not_running = invoke(repo, "cancel", "--group-id", "g")
+    assert not_running.exit_code == 1 and "not running" in not_running.stderr
+
+
+def test_init_writes_a_config_with_every_default(repo: Path) -> None:
+    target = repo / ".flow" / "maestro" / "config.toml"
+    target.unlink()
+    result = invoke(repo, "init", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"path": str(target), "written": True}
+    written = load_config(repo)
+    defaults = Config()
+    assert (written.agent, written.refresh, written.tests, written.skills, written.tracker) == (
+        defaults.agent, defaults.refresh, defaults.tests, defaults.skills, defaults.tracker
+    )
+    # Preset-derived keys are commented out: changing the preset alone takes effect.
+    codex = loads_config(target.read_text().replace('preset = "claude"', 'preset = "codex"'))
+    assert codex.agent.command[:2] == ("codex", "exec") and codex.agent.result_format == "codex-jsonl"
+    again = invoke(repo, "init")
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    assert invoke(repo, "init", "--force").exit_code == 0
+    assert target.read_text() == config_template()
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_events_read_as_one_line_each() -> None:
+    assert describe_event({"event": "task_started", "at": "2026-01-01T10:00:01.000Z", "task_id": "a", "attempt": 1,
+                           "pid": 42}) == "[10:00:01] a started (attempt 1, pid 42)"
+    assert describe_event({"event": "task_prepared", "at": "x", "task_id": "a", "subagent": "s"}) is None
+
+
+async def test_the_live_table_shows_each_agent(repo: Path) -> None:
+    (repo / "agent.py").write_text("import time\nprint('compiling the parser', flush=True)\ntime.sleep(1.5)\n")
+    buffer = io.StringIO()
+    view = LiveProgress(Console(file=buffer, force_terminal=True, width=120, color_system=None), repo)
+    coordinator = AsyncParallelCoordinator(repo, tracker=LocalTracker(repo), on_event=view.on_event)
+    rendered: list[str] = []
+
+    async def watch() -> None:
+        with anyio.fail_after(20):
+            while True:
+                await anyio.sleep(0.1)
+                buffer.seek(0)
+                buffer.truncate()
+                view.console.print(view)
+                rendered.append(buffer.getvalue())
+                if "compiling the parser" in rendered[-1]:
+                    return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await coordinator.execute_parallel_group([task("a"), task("b")], "g")
+    live = next(frame for frame in rendered if "compiling the parser" in frame)
+    assert re.search(r"a\s+│\s+backend-architect\s+│\s+in_progress\s+│\s+\d+\.\ds\s+│\s+compiling the parser", live)
+    assert "2 in_progress · 0/2 done" in live
+    buffer.seek(0)
+    buffer.truncate()
+    view.console.print(view)
+    assert "2 completed · 2/2 done" in buffer.getvalue() and "group g · completed" in buffer.getvalue()
+
+
+def read_pty(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, stdin=follower, stdout=subprocess.DEVNULL, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 30)
+        if not ready:
+            break
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("no_color", [False, True], ids=["color", "NO_COLOR"])
+def test_a_terminal_gets_the_live_table(repo: Path, no_color: bool) -> None:
+    path = write_tasks(repo, [task("a", "sleep=0.8"), task("b", "sleep=0.8")])
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env.update(TERM="xterm-256color", COLUMNS="120", **({"NO_COLOR": "1"} if no_color else {}))
+    code, screen = read_pty(
+        [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), "execute", "--group-id", "g",
+         "--tasks-file", path], env
+    )
+    assert code == 0
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "subagent" in plain and "last output" in plain
+    assert "in_progress" in plain and "2 completed · 2/2 done" in plain
+    foreground = re.findall(r"\x1b\[(?:[0-9]+;)*3[0-7](?:;[0-9]+)*m", screen)
+    assert (foreground == []) if no_color else foreground
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+async def test_an_embedding_application_follows_events_while_doing_other_work(repo: Path) -> None:
+    send, receive = anyio.create_memory_object_stream[dict[str, Any]](1000)
+    coordinator = AsyncParallelCoordinator(repo, tracker=LocalTracker(repo), on_event=send.send_nowait)
+    received: list[tuple[float, dict[str, Any]]] = []
+    ticks = 0
+    finished_at = 0.0
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async def follow() -> None:
+        async with receive:
+            async for event in receive:
+                received.append((time.monotonic(), event))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_work)
+        tg.start_soon(follow)
+        await coordinator.execute_parallel_group([task("a", "sleep=1"), task("b", "sleep=1")], "g")
+        finished_at = time.monotonic()
+        send.close()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+
+    names = [e["event"] for _, e in received]
+    assert names[0] == "group_started" and names[-1] == "group_finished"
+    first_start = next(t for t, e in received if e["event"] == "task_started")
+    assert first_start < finished_at - 0.5  # events arrive while the group runs, not at its end
+    assert ticks > (finished_at - started) / 0.01 * 0.3  # the application's own work kept going
