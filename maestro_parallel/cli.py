@@ -206,12 +206,16 @@ async def _load(tracker: Tracker) -> list[TaskRecord]:
 
 
 def _load_records(tracker: Tracker) -> list[TaskRecord]:
+    """Every task the tracker knows; what it skipped (an unsafe bead id, say) is a warning on stderr."""
     try:
-        return anyio.run(_load, tracker)
+        records = anyio.run(_load, tracker)
     except ValidationError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     except TrackerError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
+    for warning in getattr(tracker, "warnings", ()):
+        click.echo(f"warning: {_one_line(warning)}", err=True)
+    return records
 
 
 # --------------------------------------------------------------------------- detect

@@ -54,6 +54,7 @@ from .process import (
     process_start_time,
     run_command,
     stop_process_group,
+    stop_processes_by_environment,
 )
 from .store import GroupStore, SnapshotWriter, StoredGroup, read_stored_group, read_stored_groups
 from .tasks import TaskRecord, coerce_task
@@ -432,18 +433,21 @@ async def _run_tests(
         return _TestsOutcome("failed", command=command, error=f"executable not found: {command[0]} ([tests].command)")
     if group_id is not None:
         env["MAESTRO_GROUP_ID"] = group_id
-    async with TestsLock(lock_path):
-        try:
-            result = await run_command(
-                [executable, *command[1:]],
-                cwd=repo_root,
-                env=env,
-                log_path=log_path,
-                timeout=config.tests.timeout_seconds,
-                grace=config.agent.grace_seconds,
-            )
-        except OSError as exc:
-            return _TestsOutcome("failed", command=command, error=f"cannot run {command[0]}: {exc.strerror or exc}")
+    try:
+        async with TestsLock(lock_path):
+            try:
+                result = await run_command(
+                    [executable, *command[1:]],
+                    cwd=repo_root,
+                    env=env,
+                    log_path=log_path,
+                    timeout=config.tests.timeout_seconds,
+                    grace=config.agent.grace_seconds,
+                )
+            except OSError as exc:
+                return _TestsOutcome("failed", command=command, error=f"cannot run {command[0]}: {exc.strerror or exc}")
+    except StateError as exc:  # tests.lock unusable (a symlink planted in its place)
+        return _TestsOutcome("failed", command=command, error=str(exc))
     if result.timed_out:
         return _TestsOutcome("failed", result.returncode, command, f"timed out after {config.tests.timeout_seconds:g}s")
     if result.returncode != 0:
@@ -481,7 +485,27 @@ async def recover_orphans(run: _GroupRun, events: Sequence[Mapping[str, Any]]) -
                 note = f"its coordinator died; process group {pgid} was stopped"
         await run.emit("task_finished", task_id=task_id, status="failed", exit_code=None, error="interrupted",
                        extra={"recovery": note})
+    if events:
+        await _stop_strays(run, "an earlier run")
     return list(open_starts)
+
+
+async def _stop_strays(run: _GroupRun, whose: str) -> None:
+    """Stop what the journal cannot name but the environment can (see :func:`stop_processes_by_environment`).
+
+    An agent spawned in the instant before its coordinator died (its
+    ``task_started`` never written) and a daemon that left its agent's process
+    group (``setsid``) both still carry ``MAESTRO_REPO_ROOT`` and
+    ``MAESTRO_GROUP_ID``; no other coordinator can run this group meanwhile
+    (the caller holds its lock).
+    """
+    stopped = await stop_processes_by_environment(
+        {"MAESTRO_REPO_ROOT": str(run.repo_root), "MAESTRO_GROUP_ID": run.group_id}, run.grace
+    )
+    if stopped:
+        await run.emit("warning", task_id=None, message=(
+            f"stopped {len(stopped)} process group(s) left by {whose} outside the agents' own process groups "
+            f"(a daemon, or an agent started as its coordinator died): {', '.join(map(str, stopped))}"))
 
 
 class _GroupRun:
@@ -738,10 +762,19 @@ class _GroupRun:
         }
 
     async def _tracker_call(self, awaitable: Any) -> Any:
-        """Await a tracker call within ``[tracker].call_timeout_seconds``."""
-        timeout = self.config.tracker.call_timeout_seconds
+        """Await one tracker method, bounded whatever the tracker does.
+
+        A method may make a few calls of its own (``bd ready`` then ``bd blocked``),
+        each bounded by ``[tracker].call_timeout_seconds``; the whole method gets
+        three of those plus a margin, so a tracker that hangs still cannot stall
+        the group, and a slow but healthy one is not cut off.
+        """
+        timeout = 3 * self.config.tracker.call_timeout_seconds + 5
         with anyio.move_on_after(timeout) as scope:
-            return await awaitable
+            answer = await awaitable
+            if not isinstance(answer, Mapping):  # every call answers a mapping; anything else is garbage
+                raise TrackerError(f"{self.tracker.name} tracker answered {type(answer).__name__}, not a mapping")
+            return answer
         if scope.cancelled_caught:
             raise TrackerError(f"{self.tracker.name} tracker did not answer within {timeout:g}s")
         raise AssertionError("unreachable")  # pragma: no cover
@@ -974,7 +1007,7 @@ class _GroupRun:
                 env=env,
                 log_path=log_path,
                 timeout=settings.timeout_seconds,
-                grace=self.grace,
+                grace=0.0 if self.force_stop else settings.grace_seconds,  # the subagent's own grace period
                 max_log_bytes=settings.max_log_bytes,
                 append_log=offset > 0,
                 on_start=started,
@@ -1042,6 +1075,7 @@ class _GroupRun:
 
     async def _finish(self) -> None:
         """Final state, whatever happened: stopped tasks failed, the status set, the snapshot written."""
+        await _stop_strays(self, "this run")  # a daemon escaped by setsid: nothing of an agent's tree outlives its run
         for result in self.meta.results:
             if result.get("status") in ("pending", "in_progress"):
                 await self.emit("task_finished", task_id=result["task_id"], status="failed", exit_code=None,
