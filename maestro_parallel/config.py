@@ -561,6 +561,8 @@ def loads_config(text: str, *, source: str = "config.toml") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(source, exc) from None
+    except RecursionError:
+        raise ConfigError(f"{_source(source)}: malformed TOML: nested too deeply") from None
     return parse_config(data, source=source)
 
 
@@ -585,6 +587,8 @@ def load_config(
         raise ConfigError(f"{_source(source)}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(source, exc) from None
+    except RecursionError:
+        raise ConfigError(f"{_source(source)}: malformed TOML: nested too deeply") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{_source(source)}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:

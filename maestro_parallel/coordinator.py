@@ -231,6 +231,7 @@ class AsyncParallelCoordinator:
                 await store.set_aside()
                 previous = None
             if previous is not None and _already_completed(previous, records):
+                await store.sync_snapshot(previous)  # its coordinator may have died before the last snapshot
                 return previous
             run = _GroupRun(self, store, records, previous, halt_on_failure=halt_on_failure, notes=notes)
             self._runs[group_id] = run
@@ -627,6 +628,7 @@ class _GroupRun:
     async def recover(self) -> list[str]:
         """Close out a run whose coordinator died (see :meth:`AsyncParallelCoordinator.recover_group`)."""
         if self.meta.status not in (TaskStatus.IN_PROGRESS, TaskStatus.PENDING):
+            await self.store.sync_snapshot(self.meta)  # its coordinator may have died before the last snapshot
             return []
         try:
             events, _ = await self.store.read_events()
@@ -844,8 +846,8 @@ class _GroupRun:
                 if event is not None and status in ("closed", "completed"):
                     event.set()
 
-    async def _stagger(self) -> None:
-        stagger = self.config.agent.launch_stagger_seconds
+    async def _stagger(self, stagger: float) -> None:
+        """Space launches: wait until ``stagger`` seconds after the previous staggered launch."""
         if stagger <= 0:
             return
         async with self.launch_lock:
@@ -870,7 +872,7 @@ class _GroupRun:
                 retries = plan.settings.retries
                 while True:
                     attempt += 1
-                    await self._stagger()
+                    await self._stagger(plan.settings.launch_stagger_seconds)
                     verdict, exit_code = await self._attempt(plan, argv, env, attempt)
                     await self._note_launched(task_id)  # also when the spawn itself failed
                     if verdict.retryable and retries > 0 and not self.halted:
