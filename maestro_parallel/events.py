@@ -81,7 +81,7 @@ def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a corrupt line nested too deeply
             skipped += 1
             event = _salvage(line)
             if event is not None:
@@ -94,7 +94,7 @@ def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
     if torn.strip():
         try:
             event = json.loads(torn)
-        except ValueError:
+        except (ValueError, RecursionError):
             event = None
         if isinstance(event, dict) and isinstance(event.get("event"), str):
             events.append(event)
@@ -115,7 +115,7 @@ def _salvage(line: bytes) -> dict[str, Any] | None:
         return None
     try:
         event = json.loads(line[start:])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
 
@@ -124,21 +124,42 @@ def _result(meta: GroupMetadata, task_id: Any) -> dict[str, Any] | None:
     return meta.result_for(task_id) if isinstance(task_id, str) else None
 
 
+def _strings(value: Any) -> list[str]:
+    """The strings of a JSON list; anything else (a damaged journal) counts as empty."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+#: Keys of a result that an event's ``extra`` may never replace (they have types readers rely on).
+_CORE_RESULT_KEYS = frozenset(
+    {"task_id", "subagent", "status", "started_at", "completed_at", "skills_applied", "exit_code", "error",
+     "attempts", "warnings", "log_path"}
+)
+
+
 def _log_path_for(meta: GroupMetadata, task_id: str) -> str:
     return f".flow/maestro/parallel_groups/{meta.group_id}/logs/{task_id}.log"
 
 
 def apply_event(meta: GroupMetadata, event: Mapping[str, Any]) -> None:
-    """Apply one event to ``meta`` in place.  Unknown events and stray task ids are ignored."""
-    name = event.get("event")
+    """Apply one event to ``meta`` in place.  Unknown events and stray task ids are ignored.
+
+    A damaged journal can hold an event whose fields have the wrong types; such
+    fields are ignored rather than allowed to corrupt the state or raise.
+    """
+    if not isinstance(event, Mapping) or not isinstance(event.get("event"), str):
+        return
     at = event.get("at") if isinstance(event.get("at"), str) else None
-    handler = _HANDLERS.get(name)  # type: ignore[arg-type]
+    handler = _HANDLERS.get(event["event"])
     if handler is not None:
         handler(meta, event, at)
 
 
 def _group_started(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
-    tasks = [t for t in event.get("tasks", []) if isinstance(t, str)]
+    tasks = list(dict.fromkeys(_strings(event.get("tasks"))))  # in order, each once
     old = {r["task_id"]: r for r in meta.results}
     results = []
     for task_id in tasks:
@@ -181,13 +202,13 @@ def _task_prepared(meta: GroupMetadata, event: Mapping[str, Any], at: str | None
     result = _result(meta, event.get("task_id"))
     if result is None:
         return
-    result["subagent"] = event.get("subagent")
-    result["skills_applied"] = list(event.get("skills_applied") or [])
-    if event.get("skills_missing"):
-        result["skills_missing"] = list(event["skills_missing"])
+    result["subagent"] = _text(event.get("subagent"))
+    result["skills_applied"] = _strings(event.get("skills_applied"))
+    if _strings(event.get("skills_missing")):
+        result["skills_missing"] = _strings(event["skills_missing"])
     elif "skills_missing" in event:  # every skill was found this time: drop an earlier run's list
         result.pop("skills_missing", None)
-    if event.get("prompt_path"):
+    if _text(event.get("prompt_path")):
         result["prompt_path"] = event["prompt_path"]
 
 
@@ -211,8 +232,8 @@ def _task_blocked(meta: GroupMetadata, event: Mapping[str, Any], at: str | None)
     if result is None:
         return
     result["status"] = TaskStatus.BLOCKED.value
-    result["error"] = event.get("error")
-    result["blockers"] = list(event.get("blockers") or [])
+    result["error"] = _text(event.get("error"))
+    result["blockers"] = _strings(event.get("blockers"))
     result["completed_at"] = None
 
 
@@ -221,7 +242,7 @@ def _task_started(meta: GroupMetadata, event: Mapping[str, Any], at: str | None)
     if result is None:
         return
     result["status"] = TaskStatus.IN_PROGRESS.value
-    if isinstance(event.get("attempt"), int):
+    if isinstance(event.get("attempt"), int) and not isinstance(event["attempt"], bool):
         result["attempts"] = event["attempt"]
     result["started_at"] = at
     result["completed_at"] = None
@@ -252,12 +273,13 @@ def _task_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None
     if status not in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
         return
     result["status"] = status
-    result["exit_code"] = event.get("exit_code")
-    result["error"] = event.get("error")
+    exit_code = event.get("exit_code")
+    result["exit_code"] = exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None
+    result["error"] = _text(event.get("error"))
     result["completed_at"] = at
     extra = event.get("extra")
     if isinstance(extra, Mapping):
-        result.update(extra)
+        result.update((k, v) for k, v in extra.items() if isinstance(k, str) and k not in _CORE_RESULT_KEYS)
     if status == TaskStatus.FAILED.value:
         meta.errors.append(f"{task_id}: {event.get('error') or 'failed'}")
 

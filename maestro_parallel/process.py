@@ -13,17 +13,20 @@ copy, nothing held in memory.  With a cap the output goes through a pipe and
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
 import subprocess
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import aiofiles.os
 
 __all__ = (
@@ -31,11 +34,13 @@ __all__ = (
     "CappedLogSink",
     "CommandResult",
     "describe_returncode",
+    "find_processes_by_environment",
     "group_alive",
     "kill_process_group",
     "process_start_time",
     "run_command",
     "stop_process_group",
+    "stop_processes_by_environment",
 )
 
 #: How often a stopping coordinator looks whether a process group is gone.
@@ -182,7 +187,12 @@ class CappedLogSink:
 
     The first quarter of the budget keeps the start of the output; the rest is a
     ring of its most recent bytes, so the end (where agents report their result)
-    is never dropped.  Memory use is bounded by ``max_bytes``.
+    is never dropped.  Memory use is bounded by ``max_bytes`` plus one chunk.
+
+    The ring is a deque of the chunks as they came, trimmed whole from the left:
+    taking a chunk costs O(chunk) whatever ``max_bytes`` is (a bytearray trimmed
+    from the front is copied whole each time it grows, which made a 64 MiB cap
+    four times slower and three times its size in memory).
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -190,8 +200,14 @@ class CappedLogSink:
         self.head_budget = max_bytes // 4
         self.tail_budget = max_bytes - self.head_budget
         self.head = bytearray()
-        self.tail = bytearray()
+        self._tail: deque[bytes] = deque()
+        self._tail_size = 0
         self.total = 0
+
+    @property
+    def tail(self) -> bytes:
+        """The most recent bytes kept (at most ``tail_budget``)."""
+        return b"".join(self._tail_chunks())
 
     def feed(self, data: bytes) -> bytes:
         """Take ``data``; return the part that belongs to the head (write it at once)."""
@@ -201,21 +217,37 @@ class CappedLogSink:
         self.head += to_head
         rest = data[len(to_head) :]
         if rest:
-            self.tail += rest
-            if len(self.tail) > self.tail_budget:
-                del self.tail[: len(self.tail) - self.tail_budget]
+            self._tail.append(bytes(rest))
+            self._tail_size += len(rest)
+            # Drop whole chunks that the ring no longer needs; the excess left is cut at the end.
+            while self._tail and self._tail_size - len(self._tail[0]) >= self.tail_budget:
+                self._tail_size -= len(self._tail.popleft())
         return bytes(to_head)
+
+    def _tail_chunks(self) -> list[bytes]:
+        chunks = list(self._tail)
+        excess = self._tail_size - self.tail_budget
+        if chunks and excess > 0:
+            chunks[0] = chunks[0][excess:]
+        return chunks
+
+    def _note(self) -> bytes:
+        kept = len(self.head) + min(self._tail_size, self.tail_budget)
+        dropped = self.total - kept
+        if dropped <= 0:
+            return b""
+        return (
+            f"\n[maestro-parallel: {dropped} bytes dropped from the middle of this log "
+            f"(max_log_bytes = {self.max_bytes})]\n"
+        ).encode()
+
+    def closing_chunks(self) -> list[bytes]:
+        """:meth:`closing` as a list of pieces, to be written without joining them."""
+        return [self._note(), *self._tail_chunks()]
 
     def closing(self) -> bytes:
         """What goes after the head: a note on what was dropped, then the kept tail."""
-        dropped = self.total - len(self.head) - len(self.tail)
-        note = b""
-        if dropped > 0:
-            note = (
-                f"\n[maestro-parallel: {dropped} bytes dropped from the middle of this log "
-                f"(max_log_bytes = {self.max_bytes})]\n"
-            ).encode()
-        return note + bytes(self.tail)
+        return b"".join(self.closing_chunks())
 
 
 @dataclass
@@ -237,8 +269,29 @@ def _open_log(path: Path, *, append: bool) -> int:
     return os.open(path, flags, 0o600)
 
 
+def _write_fully(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a pipe or a file near its limit writes short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _check_argv_env(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Refuse, as an ``OSError``, what the kernel cannot carry: a NUL byte in argv or the environment.
+
+    ``subprocess`` raises a bare ``ValueError`` for it, which callers that handle a
+    failed spawn (``OSError``) would let escape as a crash.
+    """
+    for element in argv:
+        if "\x00" in element:
+            raise OSError(errno.EINVAL, f"an argument holds a NUL byte: {element[:60]!r}")
+    for name, value in env.items():
+        if "\x00" in name or "\x00" in value:
+            raise OSError(errno.EINVAL, f"the environment variable {name[:60]!r} holds a NUL byte")
+
+
 _open_log_async = aiofiles.os.wrap(_open_log)
-_write_async = aiofiles.os.wrap(os.write)
+_write_all = aiofiles.os.wrap(_write_fully)
 
 
 class AgentProcess:
@@ -267,6 +320,8 @@ class AgentProcess:
         self._log_fd = log_fd  # open only while a capped output is being copied
         self._drained = anyio.Event()
         self._observer = observer
+        #: Why a capped log could not be written whole (a full disk), or None.
+        self.log_error: OSError | None = None
 
     @classmethod
     async def start(
@@ -285,7 +340,13 @@ class AgentProcess:
 
         ``observer`` sees every chunk of a capped output, dropped middle included.
         """
-        fd = await _open_log_async(log_path, append=append_log)
+        _check_argv_env(argv, env)
+        try:
+            fd = await _open_log_async(log_path, append=append_log)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from None
+            raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None
             process = await anyio.open_process(
@@ -328,8 +389,11 @@ class AgentProcess:
                 if self._observer is not None:
                     self._observer(chunk)
                 head = self._sink.feed(chunk)
-                if head:
-                    await _write_async(self._log_fd, head)
+                if head and self.log_error is None:
+                    try:
+                        await _write_all(self._log_fd, head)
+                    except OSError as exc:  # a full disk: keep draining, so the agent never blocks
+                        self.log_error = exc
         finally:
             self._drained.set()
 
@@ -347,11 +411,19 @@ class AgentProcess:
                 # A daemon that escaped the group may still hold the pipe open.
                 with anyio.move_on_after(_DRAIN_SECONDS):
                     await self._drained.wait()
-                if self._process.stdout is not None:
-                    await self._process.stdout.aclose()
-                await _write_async(self._log_fd, self._sink.closing())
-                os.close(self._log_fd)
-                self._log_fd = -1
+                # Close the pipe's transport too (anyio's aclose does; the stream's alone does not), or
+                # asyncio finalizes it after the loop is gone, with a traceback, when a daemon holds the pipe.
+                with anyio.move_on_after(_DRAIN_SECONDS):
+                    await self._process.aclose()
+                try:
+                    for piece in self._sink.closing_chunks():
+                        if self.log_error is None:
+                            await _write_all(self._log_fd, piece)
+                except OSError as exc:
+                    self.log_error = exc
+                finally:
+                    os.close(self._log_fd)
+                    self._log_fd = -1
 
     async def __aenter__(self) -> AgentProcess:
         return self
@@ -441,3 +513,77 @@ async def _wait_or_stop(agent: AgentProcess, stop_event: anyio.Event, grace: flo
 def kill_process_group(pgid: int) -> None:
     """SIGKILL a whole process group at once (a second Ctrl-C: no more grace)."""
     _signal_group(pgid, signal.SIGKILL)
+
+
+def _parent_and_group(pid: int) -> tuple[int, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split(maxsplit=3)
+    try:
+        return int(fields[1]), int(fields[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def find_processes_by_environment(environment: Mapping[str, str]) -> dict[int, int]:
+    """Live processes whose initial environment holds every ``NAME=value`` given: pid -> process group.
+
+    This reaches what a process group cannot: a daemon that left its agent's
+    group with ``setsid`` (and was reparented to init by a double fork) still
+    carries the environment its agent was given.  Linux only (``/proc``); an
+    empty answer elsewhere.  The caller's own process, its ancestors and their
+    process groups are never returned, so a coordinator run from inside an
+    agent never stops itself.  A process that rewrote its environment in place
+    or cleared it before exec is not found.
+    """
+    needles = [f"{name}={value}".encode("utf-8", "surrogateescape") for name, value in environment.items()]
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return {}
+    own: set[int] = set()
+    own_groups: set[int] = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in own:
+        own.add(pid)
+        parent_group = _parent_and_group(pid)
+        if parent_group is None:
+            break
+        own_groups.add(parent_group[1])
+        pid = parent_group[0]
+    found: dict[int, int] = {}
+    for name in names:
+        if not name.isdigit() or int(name) in own:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                variables = set(handle.read().split(b"\0"))
+        except OSError:  # gone, or not ours to read
+            continue
+        if not all(needle in variables for needle in needles):
+            continue
+        parent_group = _parent_and_group(int(name))
+        if parent_group is None or parent_group[1] in own_groups or not group_alive(parent_group[1]):
+            continue
+        found[int(name)] = parent_group[1]
+    return found
+
+
+async def stop_processes_by_environment(environment: Mapping[str, str], grace: float) -> list[int]:
+    """Stop the process groups of every process :func:`find_processes_by_environment` finds.
+
+    TERM, ``grace``, KILL for each group, all at once (shielded, bounded).
+    Returns the process groups stopped.
+    """
+    if not environment:
+        raise ValueError("refusing to stop every process: no environment to match")
+    groups = sorted(set((await anyio.to_thread.run_sync(find_processes_by_environment, environment)).values()))
+    if groups:
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for pgid in groups:
+                    tg.start_soon(stop_process_group, pgid, grace)
+    return groups

@@ -106,6 +106,30 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _remove_stale_temp_files(folders: tuple[Path, ...]) -> None:
+    """Remove ``.<name>.<pid>.<ns>.tmp`` files of :func:`_write_atomic` whose writer is gone.
+
+    A writer killed between creating its temp file and renaming it leaves the
+    file behind; the target itself was never touched.
+    """
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if not (name.startswith(".") and name.endswith(".tmp") and len(parts) >= 5 and parts[-3].isdigit()):
+                continue
+            pid = int(parts[-3])
+            if pid != os.getpid() and process_start_time(pid) is not None:
+                continue  # its writer still lives
+            try:
+                os.unlink(folder / name)
+            except OSError:
+                pass
+
+
 def _read_nofollow(path: Path) -> bytes | None:
     """The bytes of ``path``, or None when it does not exist; a symlink is an error."""
     try:
@@ -133,6 +157,7 @@ _ends_torn = aiofiles.os.wrap(_last_byte_is_not_newline)
 _ensure_dir_async = aiofiles.os.wrap(_ensure_dir)
 _write_atomic_async = aiofiles.os.wrap(_write_atomic)
 _read_async = aiofiles.os.wrap(_read_nofollow)
+_remove_stale_temp_files_async = aiofiles.os.wrap(_remove_stale_temp_files)
 
 
 # --------------------------------------------------------------------------- locks
@@ -190,8 +215,16 @@ class _FileLock:
         self._fd = -1
 
     def _try_acquire(self) -> LockHolder | None:
-        """Take the lock if free; return the holder when it is not."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        """Take the lock if free; return the holder when it is not.
+
+        A lock file that cannot be opened (a symlink planted in its place, a folder,
+        a full disk) is a :class:`StateError`, never a bare ``OSError``.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        except OSError as exc:
+            what = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            raise StateError(f"cannot use the lock file {self.path}: {what}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -293,6 +326,8 @@ class GroupStore:
         self.lock_path = self.dir / ".lock"
         self.tests_lock_path = self.maestro_dir / "tests.lock"
         self._journal: Any = None
+        self._torn = False
+        self._append_lock: anyio.Lock | None = None
 
     # paths -----------------------------------------------------------------
 
@@ -331,11 +366,16 @@ class GroupStore:
     # writing -----------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Create the group's folders (``0700``), refusing symlinks planted in their place."""
+        """Create the group's folders (``0700``), refusing symlinks planted in their place.
+
+        Also removes the temp files of atomic writes that a killed coordinator
+        left behind (call it with the group lock held).
+        """
         for folder in (self.repo_root / ".flow", self.maestro_dir):
             await aiofiles.os.makedirs(folder, mode=_DIR_MODE, exist_ok=True)
         for folder in (self.groups_dir, self.dir, self.logs_dir, self.prompts_dir):
             await _ensure_dir_async(folder)
+        await _remove_stale_temp_files_async((self.dir, self.prompts_dir))
 
     async def prepare_lock_dir(self) -> None:
         """Create just enough folders to take the lock."""
@@ -344,15 +384,34 @@ class GroupStore:
             await _ensure_dir_async(folder)
 
     async def append_event(self, event: dict[str, Any]) -> None:
-        """Append one event to the journal with a single write."""
-        line = encode_event(event)
-        if self._journal is None:
-            self._journal = await aiofiles.open(
-                self.journal_path, "ab", buffering=0, opener=_OPEN_NOFOLLOW
-            )
-            if await _ends_torn(self.journal_path):
-                line = b"\n" + line  # a writer died mid-line: never glue an event onto it
-        await self._journal.write(line)
+        """Append one event to the journal, as one line, in the order of the calls.
+
+        Appends are serialized (each one goes through a worker thread, and two
+        in flight could land in either order).  A write cut short (a full disk,
+        ``RLIMIT_FSIZE``) is continued, so that the error raised is the real one
+        (``File too large``, ``No space left on device``); after a failure the
+        next event starts on a line of its own rather than being glued to a torn one.
+        """
+        if self._append_lock is None:
+            self._append_lock = anyio.Lock()
+        async with self._append_lock:
+            line = encode_event(event)
+            if self._journal is None:
+                self._journal = await aiofiles.open(
+                    self.journal_path, "ab", buffering=0, opener=_OPEN_NOFOLLOW
+                )
+                self._torn = await _ends_torn(self.journal_path)
+            if self._torn:
+                line = b"\n" + line  # a writer died or failed mid-line: never glue an event onto it
+                self._torn = False
+            view = memoryview(line)
+            try:
+                while view:
+                    written = await self._journal.write(view)
+                    view = view[written:]
+            except OSError:
+                self._torn = True  # perhaps a part of it went in
+                raise
 
     async def close(self) -> None:
         if self._journal is not None:
@@ -364,6 +423,28 @@ class GroupStore:
         """Replace ``metadata.json`` atomically (temp file in the same folder, fsync, rename)."""
         data = json.dumps(meta.to_dict(), indent=2, ensure_ascii=False).encode() + b"\n"
         await _write_atomic_async(self.snapshot_path, data)
+
+    async def sync_snapshot(self, meta: GroupMetadata) -> bool:
+        """Rewrite ``metadata.json`` when it lags behind ``meta``; True when it was rewritten.
+
+        A coordinator killed after journaling its last event but before its last
+        snapshot leaves a ``metadata.json`` that says ``in_progress`` forever,
+        although the journal says the run ended.  Call it with the group lock
+        held.  A snapshot that cannot be read or written is left as it is.  The
+        temp files of a writer killed mid-write go too.
+        """
+        await _remove_stale_temp_files_async((self.dir, self.prompts_dir))
+        try:
+            current = await self.read_snapshot()
+        except (StateError, OSError):
+            current = None
+        if current is not None and current.to_dict() == meta.to_dict():
+            return False
+        try:
+            await self.write_snapshot(meta)
+        except OSError:
+            return False
+        return True
 
     async def write_private(self, path: Path, text: str) -> None:
         """Write a private file (a prompt) atomically."""
@@ -421,6 +502,8 @@ class GroupStore:
 def _parse_snapshot(data: bytes, path: Path, group_id: str) -> GroupMetadata:
     try:
         meta = GroupMetadata.from_dict(json.loads(data))
+    except RecursionError:
+        raise StateError(f"{path} is unreadable: JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and ValidationError are ValueErrors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StateError(f"{path} is unreadable: {reason}") from None
