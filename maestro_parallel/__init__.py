@@ -3,19 +3,23 @@
 Layout (flat, one concern per module):
 
 - ``coordinator`` the async core (four phases); ``sync`` its blocking facade;
-- ``markers`` / ``tasks`` / ``config`` / ``agents`` / ``events``: pure rules, no I/O;
+- ``markers`` / ``tasks`` / ``config`` / ``agents`` / ``events`` / ``plan``: pure rules, no I/O;
 - ``store`` (journal, snapshot, locks) and ``process`` (agent subprocesses): the I/O;
 - ``trackers``: where tasks live (``LocalTracker``, ``BeadsTracker``, ``MemoryTracker``);
-- ``cli``: the ``maestro-parallel`` command, the only place that maps errors to exit codes.
+- ``cli`` (+ ``cli_run``, ``cli_tools``, ``progress``): the ``maestro-parallel`` command, the only
+  place that maps errors to exit codes.
+
+The public names below are imported on first use, so that ``import maestro_parallel`` (and the
+command line's start-up, during which a Ctrl-C must not print a traceback) stays quick.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from ._version import __version__
-from .config import Config, load_config
-from .coordinator import AsyncParallelCoordinator
-from .errors import MaestroError
-from .markers import detect_groups, detect_subagent, extract_relevant_files
-from .models import GroupMetadata, GroupPhase, TaskMetadata, TaskStatus
-from .sync import ParallelCoordinator
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing would slow every start-up
 
 __all__ = (
     "AsyncParallelCoordinator",
@@ -31,3 +35,39 @@ __all__ = (
     "extract_relevant_files",
     "load_config",
 )
+
+_WHERE = {
+    "AsyncParallelCoordinator": ".coordinator",
+    "Config": ".config",
+    "GroupMetadata": ".models",
+    "GroupPhase": ".models",
+    "MaestroError": ".errors",
+    "ParallelCoordinator": ".sync",
+    "TaskMetadata": ".models",
+    "TaskStatus": ".models",
+    "detect_groups": ".markers",
+    "detect_subagent": ".markers",
+    "extract_relevant_files": ".markers",
+    "load_config": ".config",
+}
+
+if TYPE_CHECKING:
+    from .config import Config, load_config
+    from .coordinator import AsyncParallelCoordinator
+    from .errors import MaestroError
+    from .markers import detect_groups, detect_subagent, extract_relevant_files
+    from .models import GroupMetadata, GroupPhase, TaskMetadata, TaskStatus
+    from .sync import ParallelCoordinator
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

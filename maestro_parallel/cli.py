@@ -83,11 +83,25 @@ class MaestroGroup(click.Group):
                 message += f" (see '{exc.ctx.command_path} --help')"
             _report_error(message, json_mode)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt):
             sys.exit(EXIT_SIGINT)
-        except KeyboardInterrupt:
-            sys.exit(EXIT_SIGINT)
+        except Exception as exc:
+            if _interrupted(exc):  # a Ctrl-C that a library turned into another error while loading
+                sys.exit(EXIT_SIGINT)
+            raise
         sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when ``exc`` was caused, however indirectly, by a KeyboardInterrupt."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _report_error(message: str, json_mode: bool) -> None:

@@ -28,12 +28,12 @@ def opt(name, default=None):
     return m.group(1) if m else default
 record = os.path.join(os.environ["MAESTRO_REPO_ROOT"], "runs.jsonl")
 start = time.time()
-with open(record, "a") as f:
-    f.write(json.dumps({"task": task, "event": "start", "t": start, "pid": os.getpid()}) + "\n")
-if "grandchild" in prompt:
+if "grandchild" in prompt:  # before "start" is recorded, so a recorded start implies its pid file
     child = subprocess.Popen(["sleep", "60"])
     with open(os.path.join(os.environ["MAESTRO_REPO_ROOT"], f"grandchild-{task}.pid"), "w") as f:
         f.write(str(child.pid))
+with open(record, "a") as f:
+    f.write(json.dumps({"task": task, "event": "start", "t": start, "pid": os.getpid()}) + "\n")
 print(opt("print", f"{task} working"), flush=True)
 time.sleep(float(opt("sleep", "0")))
 with open(record, "a") as f:

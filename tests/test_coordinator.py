@@ -172,6 +172,7 @@ async def test_interrupt_stops_agents_and_records_final_state(repo: Path) -> Non
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         await wait_until(lambda: len([e for e in runs(repo) if e["event"] == "start"]) == 2)
+        await wait_until(lambda: (repo / "grandchild-a.pid").exists())
         coord.interrupt("interrupted by SIGINT")
 
     meta = result[0]

