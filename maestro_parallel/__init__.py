@@ -2,9 +2,11 @@
 
 Layout (flat, one concern per module):
 
-- ``coordinator`` the async core (four phases); ``sync`` its blocking facade;
+- ``coordinator`` the async API; ``group_run`` one execution of a group (the four phases);
+  ``sync`` the blocking facade;
 - ``markers`` / ``tasks`` / ``config`` / ``agents`` / ``events`` / ``plan``: pure rules, no I/O;
-- ``store`` (journal, snapshot, locks) and ``process`` (agent subprocesses): the I/O;
+- ``store`` (journal, snapshot, locks), ``process`` (agent subprocesses), ``hooks`` (refresh and
+  test-suite commands) and ``logfiles``: the I/O;
 - ``trackers``: where tasks live (``LocalTracker``, ``BeadsTracker``, ``MemoryTracker``);
 - ``cli`` (+ ``cli_run``, ``cli_tools``, ``progress``): the ``maestro-parallel`` command, the only
   place that maps errors to exit codes.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing would slow every start-up
 

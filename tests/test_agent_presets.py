@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-import maestro_parallel.coordinator as coordinator_module
+import maestro_parallel.group_run as group_run_module
 from conftest import pid_alive, task
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge
@@ -82,7 +82,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(coordinator_module, "_RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(group_run_module, "_RETRY_BASE_SECONDS", 0.05)
 
 
 async def run_group(repo: Path, tasks: list[dict[str, Any]], group_id: str = "g") -> GroupMetadata:

@@ -9,7 +9,6 @@ an integration test runs a real ``bd`` when one is on PATH.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -1,0 +1,170 @@
+"""The commands run around the agents: the context refresh (phase 1) and the test suite (phase 4).
+
+Both are plain commands from the configuration (argv, never a shell), run like an agent — their
+own process group, stdin ``/dev/null``, output to a log, a timeout — and judged by exit code.
+The test suite runs under the repository's ``tests.lock``, so groups never test at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from configparser import ConfigParser, Error as ConfigParserError
+from dataclasses import dataclass
+from pathlib import Path
+
+from .agents import resolve_executable
+from .config import Config
+from .errors import StateError
+from .logfiles import last_line, read_head
+from .process import describe_returncode, run_command
+from .store import TestsLock
+
+__all__ = ("TestsOutcome", "command_env", "detect_test_command", "run_refresh", "run_tests")
+
+_NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
+
+
+def _has_pytest_section(path: Path, section: str) -> bool:
+    parser = ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (ConfigParserError, OSError, UnicodeDecodeError):
+        return False
+    return parser.has_section(section)
+
+
+def _pyproject_has_pytest(path: Path) -> bool:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    tool = data.get("tool")
+    return isinstance(tool, dict) and isinstance(tool.get("pytest"), dict) and "ini_options" in tool["pytest"]
+
+
+def _npm_test_script(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    test = scripts.get("test") if isinstance(scripts, dict) else None
+    return isinstance(test, str) and bool(test.strip()) and test.strip() != _NPM_PLACEHOLDER
+
+
+def detect_test_command(repo_root: Path) -> tuple[str, ...] | None:
+    """The test command the repository's layout implies, or None.
+
+    pytest when ``pytest.ini``, a pytest section in ``tox.ini``/``setup.cfg``,
+    ``[tool.pytest.ini_options]`` in ``pyproject.toml`` or a ``tests/`` folder
+    exists; ``npm test`` when ``package.json`` has a real test script;
+    ``cargo test`` with ``Cargo.toml``; ``go test ./...`` with ``go.mod``.
+    """
+    if (
+        (repo_root / "pytest.ini").is_file()
+        or _has_pytest_section(repo_root / "tox.ini", "pytest")
+        or _has_pytest_section(repo_root / "setup.cfg", "tool:pytest")
+        or _pyproject_has_pytest(repo_root / "pyproject.toml")
+        or (repo_root / "tests").is_dir()
+    ):
+        return ("pytest", "-q")
+    if _npm_test_script(repo_root / "package.json"):
+        return ("npm", "test")
+    if (repo_root / "Cargo.toml").is_file():
+        return ("cargo", "test")
+    if (repo_root / "go.mod").is_file():
+        return ("go", "test", "./...")
+    return None
+
+
+@dataclass
+class TestsOutcome:
+    status: str  # passed | failed | skipped
+    exit_code: int | None = None
+    command: list[str] | None = None
+    error: str | None = None
+    warning: str | None = None
+
+
+def command_env(repo_root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CLAUDECODE", None)
+    env["MAESTRO_REPO_ROOT"] = str(repo_root)
+    return env
+
+
+async def run_refresh(config: Config, repo_root: Path, log_path: Path) -> tuple[bool, str | None, str]:
+    """Run the refresh command; return (ok, warning, output for the prompts)."""
+    command = list(config.refresh.command)
+    env = command_env(repo_root)
+    executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
+    if executable is None:
+        return False, f"context refresh failed: executable not found: {command[0]} ([refresh].command)", ""
+    try:
+        result = await run_command(
+            [executable, *command[1:]],
+            cwd=repo_root,
+            env=env,
+            log_path=log_path,
+            timeout=config.refresh.timeout_seconds,
+            grace=config.agent.grace_seconds,
+        )
+    except OSError as exc:
+        return False, f"context refresh failed: cannot run {command[0]}: {exc.strerror or exc}", ""
+    if result.timed_out:
+        return False, f"context refresh failed: timed out after {config.refresh.timeout_seconds:g}s", ""
+    if result.returncode != 0:
+        last = await last_line(log_path)
+        detail = f": {last}" if last else ""
+        return False, f"context refresh failed: {describe_returncode(result.returncode)}{detail}", ""
+    return True, None, await read_head(log_path, config.refresh.max_bytes)
+
+
+async def run_tests(
+    config: Config, repo_root: Path, log_path: Path, lock_path: Path, group_id: str | None = None
+) -> TestsOutcome:
+    """Run the configured or detected test suite under the repository's tests lock.
+
+    The suite sees ``MAESTRO_GROUP_ID`` (when run for a group) and ``MAESTRO_REPO_ROOT``.
+    """
+    if not config.tests.enabled:
+        return TestsOutcome("skipped", warning=None)
+    command = list(config.tests.command) if config.tests.command else None
+    detected = command is None
+    if command is None:
+        found = detect_test_command(repo_root)
+        if found is None:
+            return TestsOutcome("skipped")
+        command = list(found)
+    env = command_env(repo_root)
+    executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
+    if executable is None:
+        if detected:
+            return TestsOutcome("skipped", command=command, warning=f"test runner {command[0]!r} is not installed; tests skipped")
+        return TestsOutcome("failed", command=command, error=f"executable not found: {command[0]} ([tests].command)")
+    if group_id is not None:
+        env["MAESTRO_GROUP_ID"] = group_id
+    try:
+        async with TestsLock(lock_path):
+            try:
+                result = await run_command(
+                    [executable, *command[1:]],
+                    cwd=repo_root,
+                    env=env,
+                    log_path=log_path,
+                    timeout=config.tests.timeout_seconds,
+                    grace=config.agent.grace_seconds,
+                )
+            except OSError as exc:
+                return TestsOutcome("failed", command=command, error=f"cannot run {command[0]}: {exc.strerror or exc}")
+    except StateError as exc:  # tests.lock unusable (a symlink planted in its place)
+        return TestsOutcome("failed", command=command, error=str(exc))
+    if result.timed_out:
+        return TestsOutcome("failed", result.returncode, command, f"timed out after {config.tests.timeout_seconds:g}s")
+    if result.returncode != 0:
+        last = await last_line(log_path)
+        error = describe_returncode(result.returncode) + (f": {last}" if last else "")
+        return TestsOutcome("failed", result.returncode, command, error)
+    return TestsOutcome("passed", 0, command)
