@@ -24,7 +24,6 @@ from typing import Any, NoReturn, TypeVar
 
 import anyio
 import click
-from rich.console import Console
 
 from ._version import __version__
 from .config import Config, load_config
@@ -40,7 +39,7 @@ from .errors import (
 )
 from .markers import SEQUENTIAL, detect_groups, is_valid_group_id, marker_warnings, task_group
 from .models import GroupMetadata, TaskStatus
-from .progress import LiveProgress, describe_event, use_live_progress
+from .progress import describe_event, use_live_progress
 from .store import StoredGroup, read_stored_group, read_stored_groups
 from .tasks import TaskRecord, loads_tasks
 from .trackers.base import Tracker
@@ -147,7 +146,12 @@ def _json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """One JSON document on stdout: indented for a person at a terminal, compact for a program.
+
+    (Indenting uses json's pure-Python encoder: for a big group that is most of the output's cost.)
+    """
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(data, indent=indent, ensure_ascii=False))
 
 
 @click.group(cls=MaestroGroup, epilog=_EXIT_CODES_HELP)
@@ -210,8 +214,10 @@ def _tracker_for(state: AppState, tasks_file: str | None, from_beads: bool) -> t
             raise CliError(str(exc)) from None
         return LocalTracker(state.repo_root, tasks=records), "<stdin>"
     path = Path(tasks_file)
-    if not path.is_file():
+    if not path.exists():  # a pipe (`<(...)`) is fine; a folder is not
         raise CliError(f"tasks file {tasks_file}: no such file")
+    if path.is_dir():
+        raise CliError(f"tasks file {tasks_file}: is a folder")
     return LocalTracker(state.repo_root, tasks_file=path), tasks_file
 
 
@@ -270,6 +276,10 @@ def _progress(state: AppState) -> Iterator[Callable[[dict[str, Any]], None]]:
         return
     stream = sys.stderr
     if use_live_progress(stream):
+        from rich.console import Console  # only a terminal needs rich: keep start-up quick elsewhere
+
+        from .progress import LiveProgress
+
         view = LiveProgress(Console(stderr=True), state.repo_root)
         with view.live():
             yield view.on_event

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .agents import (
     ResultScanner,
@@ -47,7 +48,7 @@ from .process import (
     describe_returncode,
     group_alive,
     kill_process_group,
-    process_start_time,
+    same_start,
     run_command,
     stop_process_group,
     stop_processes_by_environment,
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
 
 __all__ = ("GroupRun", "LaunchPlan", "recover_orphans")
 
+#: Prompts written per worker-thread job before the launches.
+_PROMPT_BATCH = 64
 #: Retry backoff for rate-limited attempts: base * 2**(n-1), capped, with jitter.
 _RETRY_BASE_SECONDS = 2.0
 _RETRY_MAX_SECONDS = 60.0
@@ -75,6 +78,10 @@ class LaunchPlan:
     executable: str | None
     config_key: str
     warnings: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # filled in by GroupRun._prepare_all
+    env: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None  # why it cannot launch, once prepared
+    prepared: anyio.Event = field(default_factory=anyio.Event)
 
 
 async def recover_orphans(run: GroupRun, events: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -99,8 +106,7 @@ async def recover_orphans(run: GroupRun, events: Sequence[Mapping[str, Any]]) ->
         pgid, start_time = started.get("pgid"), started.get("start_time")
         note = "its coordinator died"
         if isinstance(pgid, int) and pgid > 1 and group_alive(pgid):
-            leader = process_start_time(pgid)
-            if start_time is None or leader is None or leader == start_time:
+            if same_start(start_time if isinstance(start_time, int) else None, pgid):
                 await stop_process_group(pgid, run.grace)
                 note = f"its coordinator died; process group {pgid} was stopped"
         await run.emit("task_finished", task_id=task_id, status="failed", exit_code=None, error="interrupted",
@@ -157,9 +163,16 @@ class GroupRun:
         self.halted = False
         self.work_scope: anyio.CancelScope | None = None
         self.group_deadline: float | None = None
-        self.running: dict[str, anyio.Event] = {}
+        self.running: dict[str, Any] = {}  # task id -> its AgentProcess while it runs
         self.persist_error: str | None = None
         self.launch_lock = anyio.Lock()
+        # One spawn at a time, released as soon as the process exists: launches interleave with
+        # the events of the agents already running, so the loop never stalls on N forks in a row.
+        self.spawn_gate = anyio.Semaphore(1)
+        self.closed_by_tracker: set[str] = set()
+        self._base_env: dict[str, dict[str, str]] = {}
+        self._skill_cache: dict[str, str | None] = {}
+        self._executables: dict[tuple[str, str], str | None] = {}
         self.next_launch = 0.0
         self.to_launch = 0
         self.launched: set[str] = set()
@@ -167,20 +180,35 @@ class GroupRun:
         self.cancelled_externally = False
         self.context: str | None = None
         self.pgids: dict[str, int] = {}
+        self._journal_wake: anyio.Event | None = None  # set while the journal writer task runs
 
     # -------------------------------------------------------------- events
 
     async def emit(self, name: str, **fields: Any) -> dict[str, Any]:
-        """Apply an event to the live state, journal it, and tell the listeners."""
+        """Apply an event to the live state, journal it, and tell the listeners.
+
+        While the run's journal writer runs, the event is queued and written by
+        it at once (batched with whatever else happened meanwhile); otherwise
+        it is written before this returns.
+        """
         event = make_event(name, **fields)
         apply_event(self.meta, event)
-        try:
-            await self.store.append_event(event)
-        except OSError as exc:
-            self._persist_failed(exc)
+        self.store.queue_event(event)
+        if self._journal_wake is not None:
+            self._journal_wake.set()
+        else:
+            await self.flush_journal()
         self.snapshot.mark_dirty()
         self.coordinator._publish(dict(event, group_id=self.group_id))
         return event
+
+    async def flush_journal(self) -> None:
+        """Write every queued event (shielded: a write in flight is never abandoned half-way)."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.flush_events()
+            except OSError as exc:
+                self._persist_failed(exc)
 
     def _persist_failed(self, exc: BaseException) -> None:
         if self.persist_error is None:
@@ -195,6 +223,7 @@ class GroupRun:
 
     async def phase(self, phase: GroupPhase) -> None:
         await self.emit("phase_changed", phase=phase.value)
+        await self.flush_journal()  # the journal never lags behind the snapshot at a transition
         await self.flush()
 
     def request_stop(self, reason: str, *, force: bool = False) -> None:
@@ -229,6 +258,7 @@ class GroupRun:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_snapshots)
+                await tg.start(self._start_journal_writer)
                 with anyio.CancelScope() as self.work_scope:
                     if self.coordinator._interrupted is not None:  # a signal came before the run began
                         reason, force = self.coordinator._interrupted
@@ -239,10 +269,21 @@ class GroupRun:
             self.cancelled_externally = True
             raise
         finally:
+            self._journal_wake = None  # the writer is gone: emit writes for itself from now on
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await self.flush_journal()
                 await self._finish()
                 await self.store.close()
         return self.meta
+
+    async def _start_journal_writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self._journal_wake = anyio.Event()
+        task_status.started()
+        await anyio.lowlevel.checkpoint()
+        while True:
+            await self._journal_wake.wait()
+            self._journal_wake = anyio.Event()
+            await self.flush_journal()
 
     async def recover(self) -> list[str]:
         """Close out a run whose coordinator died (see :meth:`AsyncParallelCoordinator.recover_group`)."""
@@ -325,11 +366,11 @@ class GroupRun:
         plans: list[LaunchPlan] = []
         for record in pending:
             plan = self._plan(record, available)
-            await self.emit("task_prepared", task_id=record.task_id, subagent=plan.subagent, skills_applied=[])
             for warning in plan.warnings:
                 await self.emit("warning", task_id=record.task_id, message=warning)
             open_deps = blockers.get(record.task_id, [])
-            if open_deps:
+            if open_deps:  # a task that runs gets its task_prepared with its prompt, in phase 2
+                await self.emit("task_prepared", task_id=record.task_id, subagent=plan.subagent, skills_applied=[])
                 await self.emit(
                     "task_blocked",
                     task_id=record.task_id,
@@ -349,6 +390,7 @@ class GroupRun:
                         f"not launched: agent executable not found: {first.settings.command[0]} "
                         f"(needed by {first.record.task_id}, {first.config_key})"
                     )
+                await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
                 await self.emit("task_finished", task_id=plan.record.task_id, status="failed", exit_code=None, error=error)
             return []
         return plans
@@ -366,10 +408,12 @@ class GroupRun:
             config_key = "[agent].command"
         else:
             config_key = f'[agent].command, preset "{settings.preset}"'
-        env = agent_environment(os.environ, settings.env, {})
         program = render_argv(settings.command[:1], self._values(record, subagent, prompt="", prompt_file=""))[0]
-        executable = resolve_executable(program, repo_root=self.repo_root, path=env.get("PATH"))
-        return LaunchPlan(record, subagent, settings, executable, config_key, warnings)
+        key = (subagent, program)
+        if key not in self._executables:  # resolved once per subagent, not once per task
+            path = settings.env.get("PATH", os.environ.get("PATH"))
+            self._executables[key] = resolve_executable(program, repo_root=self.repo_root, path=path)
+        return LaunchPlan(record, subagent, settings, self._executables[key], config_key, warnings)
 
     def _values(self, record: TaskRecord, subagent: str, *, prompt: str, prompt_file: str) -> dict[str, str]:
         return {
@@ -431,8 +475,10 @@ class GroupRun:
             tg.start_soon(self._poll)
             with anyio.CancelScope(deadline=self.group_deadline or math.inf):
                 async with anyio.create_task_group() as launches:
+                    launches.start_soon(self._prepare_all, launch)
                     for plan in launch:
                         launches.start_soon(self._run_task, plan, limiter, launches)
+                        await anyio.lowlevel.checkpoint()  # let early launches run while the rest are queued
             tg.cancel_scope.cancel()
         if self.group_deadline is not None and anyio.current_time() >= self.group_deadline:
             await self.emit("group_error", message=f"group timed out after {group_timeout:g}s")
@@ -461,9 +507,10 @@ class GroupRun:
                     await self.emit("warning", task_id=None, message=f"tracker poll failed (completion still follows process exits): {exc}")
                 continue
             for task_id, status in statuses.items():
-                event = self.running.get(task_id)
-                if event is not None and status in ("closed", "completed"):
-                    event.set()
+                agent = self.running.get(task_id)
+                if agent is not None and status in ("closed", "completed"):
+                    self.closed_by_tracker.add(task_id)
+                    agent.request_stop()
 
     async def _stagger(self, stagger: float) -> None:
         """Space launches: wait until ``stagger`` seconds after the previous staggered launch."""
@@ -482,11 +529,13 @@ class GroupRun:
                 if self.halted:
                     await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None, error="halted")
                     return
-                prompt_ok, argv, env, error = await self._prepare_launch(plan)
-                if not prompt_ok:
+                await plan.prepared.wait()
+                if plan.problem is not None or not plan.argv:
                     await self._note_launched(task_id)
-                    await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None, error=error)
+                    await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None,
+                                    error=plan.problem or "not prepared")
                     return
+                argv, env = plan.argv, plan.env
                 attempt = int((self.meta.result_for(task_id) or {}).get("attempts") or 0)
                 retries = plan.settings.retries
                 while True:
@@ -521,48 +570,81 @@ class GroupRun:
                                     error=self.cancel_reason())
             raise
 
-    async def _prepare_launch(self, plan: LaunchPlan) -> tuple[bool, list[str], dict[str, str], str | None]:
-        """Skills, prompt and argv of one task; (ok, argv, env, error)."""
-        record, settings = plan.record, plan.settings
-        task_id = record.task_id
-        skills, missing = await self._load_skills(record)
-        prompt = build_prompt(task=record.metadata, subagent=plan.subagent, group_id=self.group_id,
-                              context=self.context, skills=skills)
-        prompt_path = self.store.prompt_path(task_id)
+    async def _prepare_all(self, plans: list[LaunchPlan]) -> None:
+        """Skills, prompt, argv and environment of every task to launch, batch after batch.
+
+        Runs beside the launches: prompts are written in batches (one
+        worker-thread job each), and each task launches as soon as its batch is
+        written, so the first agents run while later prompts are still being
+        written.  A task whose prompt cannot be written, or whose argv cannot be
+        passed, is marked with the reason and never launched.
+        """
+        batch: list[tuple[LaunchPlan, list[tuple[str, str]], list[str], str]] = []
+        size = 4
         try:
-            await self.store.write_private(prompt_path, prompt)
+            for index, plan in enumerate(plans):
+                skills, missing = await self._load_skills(plan.record)
+                prompt = build_prompt(task=plan.record.metadata, subagent=plan.subagent, group_id=self.group_id,
+                                      context=self.context, skills=skills)
+                batch.append((plan, skills, missing, prompt))
+                if len(batch) >= size or index == len(plans) - 1:
+                    await self._write_prompts(batch)
+                    batch = []
+                    size = min(size * 2, _PROMPT_BATCH)  # small first batches: the first agents start at once
+        finally:
+            for plan in plans:  # whatever happened, no launch waits forever
+                plan.prepared.set()
+
+    async def _write_prompts(self, batch: list[tuple[LaunchPlan, list[tuple[str, str]], list[str], str]]) -> None:
+        paths = [self.store.prompt_path(plan.record.task_id) for plan, _, _, _ in batch]
+        try:
+            errors: list[OSError | None] = await self.store.write_prompts(
+                [(path, prompt) for path, (_, _, _, prompt) in zip(paths, batch)]
+            )
         except OSError as exc:
-            return False, [], {}, f"could not write the prompt: {exc.strerror or exc}"
-        await self.emit(
-            "task_prepared",
-            task_id=task_id,
-            subagent=plan.subagent,
-            skills_applied=[name for name, _ in skills],
-            skills_missing=missing,
-            prompt_path=self.store.relative(prompt_path),
-        )
-        for name in missing:
-            await self.emit("warning", task_id=task_id, message=f"skill {name!r} not found; running without it")
+            errors = [exc] * len(batch)
+        for (plan, skills, missing, prompt), path, error in zip(batch, paths, errors):
+            task_id = plan.record.task_id
+            if error is not None:
+                plan.problem = f"could not write the prompt: {error.strerror or error}"
+            else:
+                await self.emit(
+                    "task_prepared",
+                    task_id=task_id,
+                    subagent=plan.subagent,
+                    skills_applied=[name for name, _ in skills],
+                    skills_missing=missing,
+                    prompt_path=self.store.relative(path),
+                )
+                for name in missing:
+                    await self.emit("warning", task_id=task_id, message=f"skill {name!r} not found; running without it")
+                plan.problem = self._finish_plan(plan, prompt, path, [name for name, _ in skills])
+            plan.prepared.set()
+
+    def _finish_plan(self, plan: LaunchPlan, prompt: str, prompt_path: Path, skills: list[str]) -> str | None:
+        """Fill in the plan's argv and environment; the reason it cannot launch, or None."""
+        record, settings = plan.record, plan.settings
         values = self._values(record, plan.subagent, prompt=prompt, prompt_file=str(prompt_path))
         argv = render_argv(settings.command, values)
         argv[0] = plan.executable or argv[0]
         size = oversized_argument(argv)
         if size is not None:
             hint = "" if "prompt_file" in placeholders_in(settings.command) else "; pass {prompt_file} instead of {prompt}"
-            return False, [], {}, f"an argument is {size} bytes, too large for one argv element (max 131071){hint}"
-        env = agent_environment(
-            os.environ,
-            settings.env,
-            {
-                "MAESTRO_TASK_ID": task_id,
-                "MAESTRO_GROUP_ID": self.group_id,
-                "MAESTRO_SUBAGENT": plan.subagent,
-                "MAESTRO_PROMPT_FILE": str(prompt_path),
-                "MAESTRO_REPO_ROOT": str(self.repo_root),
-                "MAESTRO_SKILLS": ",".join(name for name, _ in skills),
-            },
-        )
-        return True, argv, env, None
+            return f"an argument is {size} bytes, too large for one argv element (max 131071){hint}"
+        base = self._base_env.get(plan.subagent)
+        if base is None:  # the coordinator's environment is copied once per subagent, not once per task
+            base = self._base_env[plan.subagent] = agent_environment(os.environ, settings.env, {})
+        plan.argv = argv
+        plan.env = {
+            **base,
+            "MAESTRO_TASK_ID": record.task_id,
+            "MAESTRO_GROUP_ID": self.group_id,
+            "MAESTRO_SUBAGENT": plan.subagent,
+            "MAESTRO_PROMPT_FILE": str(prompt_path),
+            "MAESTRO_REPO_ROOT": str(self.repo_root),
+            "MAESTRO_SKILLS": ",".join(skills),
+        }
+        return None
 
     async def _load_skills(self, record: TaskRecord) -> tuple[list[tuple[str, str]], list[str]]:
         folders = [self.repo_root / ".claude" / "skills", Path.home() / ".claude" / "skills"]
@@ -595,10 +677,10 @@ class GroupRun:
                 return None
             text = await read_head(log, 1024 * 1024)
             return text if result.returncode == 0 and not result.timed_out and text.strip() else None
-        path = find_skill_file(name, folders)
-        if path is None:
-            return None
-        return strip_front_matter(await read_head(path, 1024 * 1024))
+        if name not in self._skill_cache:  # a SKILL.md is the same for every task: read it once
+            path = find_skill_file(name, folders)
+            self._skill_cache[name] = None if path is None else strip_front_matter(await read_head(path, 1024 * 1024))
+        return self._skill_cache[name]
 
     async def _attempt(
         self, plan: LaunchPlan, argv: list[str], env: dict[str, str], attempt: int
@@ -611,11 +693,10 @@ class GroupRun:
         if offset:
             await append_bytes(log_path, f"\n=== maestro-parallel: attempt {attempt} ===\n".encode())
             offset = await file_size(log_path)
-        closed = anyio.Event()
         scanner = ResultScanner(settings.result_format)
 
         async def started(process: Any) -> None:
-            self.running[task_id] = closed
+            self.running[task_id] = process
             self.pgids[task_id] = process.pgid
             await self.emit("task_started", task_id=task_id, attempt=attempt, pid=process.pid, pgid=process.pgid,
                             start_time=process.start_time, argv0=argv[0])
@@ -632,18 +713,21 @@ class GroupRun:
                 max_log_bytes=settings.max_log_bytes,
                 append_log=offset > 0,
                 on_start=started,
-                stop_event=closed,
                 observer=scanner.feed if settings.max_log_bytes > 0 else None,
+                spawn_gate=self.spawn_gate,
             )
         except OSError as exc:
             return Verdict(False, f"cannot start agent {argv[0]}: {exc.strerror or exc}", {}), None
         finally:
             self.running.pop(task_id, None)
             self.pgids.pop(task_id, None)
-        if closed.is_set():
+        if task_id in self.closed_by_tracker:
+            self.closed_by_tracker.discard(task_id)
             return Verdict(True, None, {"closed": True, "closed_by_agent": True}), result.returncode
         if result.timed_out:
             return Verdict(False, f"timed out after {settings.timeout_seconds:g}s", {}), result.returncode
+        if result.returncode == 0 and settings.result_format == "exit-code":
+            return Verdict(True, None, {}), 0  # nothing in the log can change this verdict
         if settings.max_log_bytes <= 0:
             tail = await scan_log(log_path, offset, scanner)
         else:  # the scanner saw the output live; the log's end still shows a rate limit

@@ -9,6 +9,7 @@ coordinator understands it.  Both round-trip through plain dicts with
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -57,9 +58,16 @@ def format_timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def utc_now() -> str:
-    """The current time as the stored timestamps spell it."""
-    return format_timestamp(datetime.now(timezone.utc))
+    """The current time as the stored timestamps spell it (every event asks: the second is cached)."""
+    now = time.time()
+    second = int(now)
+    if second != _SECOND[0]:
+        _SECOND[0], _SECOND[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+    return f"{_SECOND[1]}{int((now - second) * 1000):03d}Z"
 
 
 def new_result(task_id: str, *, log_path: str) -> dict[str, Any]:
@@ -182,11 +190,24 @@ class GroupMetadata:
             self.group_name = f"Parallel Group {self.group_id}"
 
     def result_for(self, task_id: str) -> dict[str, Any] | None:
-        """The result entry of ``task_id``, or None."""
-        for result in self.results:
-            if result.get("task_id") == task_id:
-                return result
-        return None
+        """The result entry of ``task_id``, or None.
+
+        Looked up in an index (every event asks, so a scan would cost O(N²) for
+        a group of N tasks), rebuilt whenever ``results`` is replaced or resized.
+        """
+        results = self.results
+        cached = self.__dict__.get("_result_index")
+        if cached is None or cached[0] is not results or cached[1] != len(results):
+            index: dict[Any, dict[str, Any]] = {}
+            for result in results:
+                index.setdefault(result.get("task_id"), result)
+            cached = (results, len(results), index)
+            self.__dict__["_result_index"] = cached
+        result = cached[2].get(task_id)
+        if result is not None and result.get("task_id") != task_id:  # an entry rewritten in place
+            del self.__dict__["_result_index"]
+            return self.result_for(task_id)
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 import aiofiles.os
 
@@ -33,11 +34,13 @@ __all__ = (
     "AgentProcess",
     "CappedLogSink",
     "CommandResult",
+    "boot_ticks",
     "describe_returncode",
     "find_processes_by_environment",
     "group_alive",
     "kill_process_group",
     "process_start_time",
+    "same_start",
     "run_command",
     "stop_process_group",
     "stop_processes_by_environment",
@@ -69,6 +72,34 @@ def process_start_time(pid: int) -> int | None:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: How much later than its recorded start time a process may have started and still be the same
+#: one (in clock ticks: one second at the usual 100 Hz).  The time is taken just before the fork
+#: and almost always equals the kernel's; pids take far longer than that to come round again.
+START_TIME_TOLERANCE = _CLK_TCK
+
+
+def boot_ticks() -> int | None:
+    """Now, in the clock ticks since boot that ``/proc/<pid>/stat`` uses for start times (Linux), or None.
+
+    Taken just before a fork it gives the child's start time without reading
+    ``/proc/<pid>/stat`` of a process in the middle of its exec, which waits
+    for the exec to finish (a third of a millisecond per agent on the loop).
+    """
+    try:
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * _CLK_TCK // 1_000_000_000
+    except (AttributeError, OSError):
+        return None
+
+
+def same_start(recorded: int | None, pid: int) -> bool:
+    """True unless ``pid`` is provably not the process that started at ``recorded`` (a reused pid)."""
+    actual = process_start_time(pid)
+    if recorded is None or actual is None:
+        return True  # nothing to compare (not Linux, or not recorded): trust the pid
+    return 0 <= actual - recorded <= START_TIME_TOLERANCE
 
 
 def group_alive(pgid: int) -> bool:
@@ -294,6 +325,80 @@ _open_log_async = aiofiles.os.wrap(_open_log)
 _write_all = aiofiles.os.wrap(_write_fully)
 
 
+class _PidfdChild:
+    """A child spawned with :class:`subprocess.Popen` and waited for through a pidfd (Linux).
+
+    asyncio's child watcher on Python 3.11 starts one thread per child to wait
+    for it; a pidfd becomes readable when its process exits, so the event loop
+    itself notices every exit, with no thread at all.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._fd = os.pidfd_open(popen.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
+            try:
+                await anyio.wait_readable(self._fd)
+            except anyio.BusyResourceError:  # another task is already waiting on the pidfd
+                await anyio.sleep(_POLL_SECONDS)
+        return self._popen.returncode  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        if self._fd >= 0 and self._popen.returncode is not None:
+            os.close(self._fd)
+            self._fd = -1
+
+
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One read-only ``/dev/null`` for every child's stdin (Popen would open and close one per child)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
+def _spawn_with_pidfd(argv: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str], fd: int) -> _PidfdChild | None:
+    """Spawn in a new session with output to ``fd``; None where pidfds are not available."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    popen = subprocess.Popen(
+        list(argv),
+        stdin=_devnull(),
+        stdout=fd,
+        stderr=fd,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        return _PidfdChild(popen)
+    except OSError:  # a kernel without pidfd_open (before 5.3): fall back to a polling waiter
+        return _PollingChild(popen)  # type: ignore[return-value]
+
+
+class _PollingChild(_PidfdChild):
+    """The same without a pidfd: polls the child (old kernels only)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._fd = -1
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
+            await anyio.sleep(_POLL_SECONDS)
+        return self._popen.returncode  # type: ignore[return-value]
+
+
 class AgentProcess:
     """One running command in its own session, with its output going to a log file.
 
@@ -303,17 +408,18 @@ class AgentProcess:
 
     def __init__(
         self,
-        process: anyio.abc.Process,
+        process: anyio.abc.Process | _PidfdChild,
         *,
         grace: float,
         sink: CappedLogSink | None,
         log_fd: int,
         observer: Callable[[bytes], object] | None = None,
+        start_time: int | None = None,
     ) -> None:
         self._process = process
         self.pid = process.pid
         self.pgid = process.pid  # start_new_session makes the child its own group leader
-        self.start_time = process_start_time(process.pid)
+        self.start_time = start_time if start_time is not None else process_start_time(process.pid)
         self.started = time.monotonic()
         self.grace = grace
         self._sink = sink
@@ -322,6 +428,19 @@ class AgentProcess:
         self._observer = observer
         #: Why a capped log could not be written whole (a full disk), or None.
         self.log_error: OSError | None = None
+        #: Set by :meth:`request_stop`: the process gets its grace period, then is stopped.
+        self.stop_requested = False
+        self._wait_scope: anyio.CancelScope | None = None
+
+    def request_stop(self) -> None:
+        """Ask :func:`run_command` to give the process its grace period, then stop it.
+
+        For a task the tracker reports closed while its agent still runs.  No task
+        waits for this per process: the request cancels the wait in progress.
+        """
+        self.stop_requested = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     @classmethod
     async def start(
@@ -335,10 +454,13 @@ class AgentProcess:
         max_log_bytes: int = 0,
         append_log: bool = False,
         observer: Callable[[bytes], object] | None = None,
+        spawn_gate: anyio.Semaphore | None = None,
     ) -> AgentProcess:
         """Spawn ``argv`` (never through a shell) in a new session.
 
         ``observer`` sees every chunk of a capped output, dropped middle included.
+        ``spawn_gate``, when given, is held around the fork alone (not the log's opening),
+        so that many concurrent launches fork one at a time, interleaved with other work.
         """
         _check_argv_env(argv, env)
         try:
@@ -349,22 +471,35 @@ class AgentProcess:
             raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None
-            process = await anyio.open_process(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE if sink else fd,
-                stderr=subprocess.STDOUT if sink else fd,
-                cwd=cwd,
-                env=dict(env),
-                start_new_session=True,
-            )
+            process: anyio.abc.Process | _PidfdChild | None = None
+            if spawn_gate is not None:
+                await spawn_gate.acquire()
+            start_time = boot_ticks()
+            try:
+                if sink is None:  # output straight into the log: no pipe, and no thread to wait
+                    process = _spawn_with_pidfd(argv, cwd=cwd, env=env, fd=fd)
+                if process is None:
+                    process = await anyio.open_process(
+                        list(argv),
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE if sink else fd,
+                        stderr=subprocess.STDOUT if sink else fd,
+                        cwd=cwd,
+                        env=env,
+                        start_new_session=True,
+                    )
+                if spawn_gate is not None:  # at most one fork per turn of the event loop
+                    await anyio.lowlevel.checkpoint()
+            finally:
+                if spawn_gate is not None:
+                    spawn_gate.release()
         except BaseException:
             os.close(fd)
             raise
         if sink is None:
             os.close(fd)  # the child holds its own copy
             fd = -1
-        return cls(process, grace=grace, sink=sink, log_fd=fd, observer=observer)
+        return cls(process, grace=grace, sink=sink, log_fd=fd, observer=observer, start_time=start_time)
 
     async def wait(self) -> int:
         """Wait until the process itself exits; return its return code."""
@@ -376,10 +511,10 @@ class AgentProcess:
 
     async def pump(self) -> None:
         """Copy a capped process's output into its log; a no-op without a cap."""
-        if self._sink is None or self._process.stdout is None:
+        stream = getattr(self._process, "stdout", None)
+        if self._sink is None or stream is None:
             self._drained.set()
             return
-        stream = self._process.stdout
         try:
             while True:
                 try:
@@ -407,6 +542,8 @@ class AgentProcess:
         """Stop what is left of the group and finish the log; safe to call twice."""
         with anyio.CancelScope(shield=True):
             await self.stop(grace)
+            if isinstance(self._process, _PidfdChild):
+                await self._process.aclose()
             if self._sink is not None and self._log_fd >= 0:
                 # A daemon that escaped the group may still hold the pipe open.
                 with anyio.move_on_after(_DRAIN_SECONDS):
@@ -414,7 +551,7 @@ class AgentProcess:
                 # Close the pipe's transport too (anyio's aclose does; the stream's alone does not), or
                 # asyncio finalizes it after the loop is gone, with a traceback, when a daemon holds the pipe.
                 with anyio.move_on_after(_DRAIN_SECONDS):
-                    await self._process.aclose()
+                    await self._process.aclose()  # type: ignore[union-attr]
                 try:
                     for piece in self._sink.closing_chunks():
                         if self.log_error is None:
@@ -445,12 +582,15 @@ async def run_command(
     on_start: Callable[[AgentProcess], Awaitable[None]] | None = None,
     stop_event: anyio.Event | None = None,
     observer: Callable[[bytes], object] | None = None,
+    spawn_gate: anyio.Semaphore | None = None,
 ) -> CommandResult:
-    """Run ``argv`` to its end, its timeout (0: none), or ``stop_event``.
+    """Run ``argv`` to its end, its timeout (0: none), or a request to stop it.
 
-    When ``stop_event`` is set the process gets ``grace`` seconds to exit on its
-    own before its group is stopped.  Cancellation stops the group too (shielded)
-    and then propagates.  Whatever happens, no process of the group is left.
+    A stop is requested with :meth:`AgentProcess.request_stop` (``on_start``
+    receives the process) or by setting ``stop_event``; the process then gets
+    ``grace`` seconds to exit on its own before its group is stopped.
+    Cancellation stops the group too (shielded) and then propagates.  Whatever
+    happens, no process of the group is left.
     """
     agent = await AgentProcess.start(
         argv,
@@ -461,21 +601,19 @@ async def run_command(
         max_log_bytes=max_log_bytes,
         append_log=append_log,
         observer=observer,
+        spawn_gate=spawn_gate,
     )
-    timed_out = stopped = False
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(agent.pump)
-            if on_start is not None:
-                await on_start(agent)
-            deadline = timeout if timeout and timeout > 0 else math.inf
-            with anyio.move_on_after(deadline) as scope:
-                if stop_event is None:
-                    await agent.wait()
-                else:
-                    stopped = await _wait_or_stop(agent, stop_event, grace)
-            timed_out = scope.cancelled_caught
-            await agent.aclose()
+        if agent._sink is None and stop_event is None:
+            timed_out, stopped = await _supervise(agent, timeout, grace, on_start)
+        else:  # a pipe to copy, or an event to watch: helper tasks, in a task group of our own
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(agent.pump)
+                if stop_event is not None:
+                    tg.start_soon(_stop_when_set, agent, stop_event)
+                timed_out, stopped = await _supervise(agent, timeout, grace, on_start)
+                await agent.aclose()
+                tg.cancel_scope.cancel()
     finally:
         await agent.aclose()
     return CommandResult(
@@ -489,25 +627,31 @@ async def run_command(
     )
 
 
-async def _wait_or_stop(agent: AgentProcess, stop_event: anyio.Event, grace: float) -> bool:
-    """Wait for the process, or for ``stop_event`` plus ``grace``; True when stopped early."""
+async def _supervise(
+    agent: AgentProcess,
+    timeout: float,
+    grace: float,
+    on_start: Callable[[AgentProcess], Awaitable[None]] | None,
+) -> tuple[bool, bool]:
+    """Wait for the process within its timeout, honouring a stop request; (timed out, stopped)."""
     stopped = False
-
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            nonlocal stopped
-            await stop_event.wait()
+    with anyio.move_on_after(timeout if timeout and timeout > 0 else math.inf) as deadline:
+        if on_start is not None:
+            await on_start(agent)
+        if not agent.stop_requested:
+            with anyio.CancelScope() as agent._wait_scope:
+                await agent.wait()
+            agent._wait_scope = None
+        if agent.returncode is None and agent.stop_requested:
             with anyio.move_on_after(grace):
                 await agent.wait()
-                return
-            stopped = True
-            tg.cancel_scope.cancel()
+            stopped = agent.returncode is None
+    return deadline.cancelled_caught, stopped
 
-        tg.start_soon(watch)
-        await agent.wait()
-        tg.cancel_scope.cancel()
-    return stopped
+
+async def _stop_when_set(agent: AgentProcess, stop_event: anyio.Event) -> None:
+    await stop_event.wait()
+    agent.request_stop()
 
 
 def kill_process_group(pgid: int) -> None:

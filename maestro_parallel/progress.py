@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
+    from rich.console import Console, Group
+    from rich.table import Table
 
 __all__ = ("LiveProgress", "describe_event", "use_live_progress")
 
@@ -178,6 +177,9 @@ class LiveProgress:
         return title, counts, rows, max(0, len(tasks) - self.max_rows)
 
     def _table(self, group_id: str, title: str, counts: dict[str, int], rows: list[tuple[str, ...]], hidden: int) -> Table:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title, title_justify="left", expand=True, show_edge=False, pad_edge=False)
         table.add_column("task", no_wrap=True)
         table.add_column("subagent", no_wrap=True)
@@ -198,6 +200,8 @@ class LiveProgress:
         return table
 
     def __rich__(self) -> Group:
+        from rich.console import Group
+
         now = time.monotonic()
         with self._lock:
             views = [(g.group_id, *self._snapshot(g, now)) for g in self._groups.values()]
@@ -206,5 +210,7 @@ class LiveProgress:
     @contextmanager
     def live(self) -> Iterator[LiveProgress]:
         """Show the table, redrawn four times a second, until the block ends."""
+        from rich.live import Live
+
         with Live(self, console=self.console, refresh_per_second=4, transient=False, redirect_stdout=False):
             yield self

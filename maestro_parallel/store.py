@@ -24,10 +24,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,12 @@ def _ensure_dir(path: Path) -> None:
     os.chmod(path, _DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
+def _write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part.
+
+    ``fsync`` makes it durable across a machine crash too (the snapshot); a prompt, rewritten
+    by the next run anyway, needs only the rename's atomicity.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
     try:
@@ -94,7 +99,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -154,6 +160,19 @@ def _last_byte_is_not_newline(path: Path) -> bool:
 
 
 _ends_torn = aiofiles.os.wrap(_last_byte_is_not_newline)
+def _write_many(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
+    errors: list[OSError | None] = []
+    for path, data in items:
+        try:
+            _write_atomic(path, data, fsync=False)
+        except OSError as exc:
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return errors
+
+
+_write_many_async = aiofiles.os.wrap(_write_many)
 _ensure_dir_async = aiofiles.os.wrap(_ensure_dir)
 _write_atomic_async = aiofiles.os.wrap(_write_atomic)
 _read_async = aiofiles.os.wrap(_read_nofollow)
@@ -327,7 +346,17 @@ class GroupStore:
         self.tests_lock_path = self.maestro_dir / "tests.lock"
         self._journal: Any = None
         self._torn = False
-        self._append_lock: anyio.Lock | None = None
+        # The group commit of the journal (see append_event).
+        self._pending: list[bytes] = []
+        self._queued = 0  # lines ever queued
+        self._done = 0  # lines written (or failed) so far
+        self._writing = False
+        self._written: anyio.Event | None = None
+        self._failure: tuple[int, int, OSError] | None = None  # (first, last) line numbers, error
+        #: Bytes appended to the journal by this store (the snapshot writer's measure of progress).
+        self.journal_bytes = 0
+        #: Size of the last snapshot this store wrote.
+        self.snapshot_bytes = 0
 
     # paths -----------------------------------------------------------------
 
@@ -384,34 +413,79 @@ class GroupStore:
             await _ensure_dir_async(folder)
 
     async def append_event(self, event: dict[str, Any]) -> None:
-        """Append one event to the journal, as one line, in the order of the calls.
+        """Append one event to the journal as one line, the moment it happens, in call order.
 
-        Appends are serialized (each one goes through a worker thread, and two
-        in flight could land in either order).  A write cut short (a full disk,
+        A group commit: lines queued while a write is in flight go out together
+        in the next write, so a burst of events costs one worker-thread hop,
+        not one each; every caller returns once its own line is written.  A
+        line is never split across writes.  A write cut short (a full disk,
         ``RLIMIT_FSIZE``) is continued, so that the error raised is the real one
         (``File too large``, ``No space left on device``); after a failure the
-        next event starts on a line of its own rather than being glued to a torn one.
+        next line starts on a line of its own rather than being glued to a torn one.
         """
-        if self._append_lock is None:
-            self._append_lock = anyio.Lock()
-        async with self._append_lock:
-            line = encode_event(event)
+        mine = self.queue_event(event)
+        await self._wait_written(mine)
+
+    def queue_event(self, event: dict[str, Any]) -> int:
+        """Queue one event for the journal without waiting; its line number.
+
+        :meth:`flush_events` (or any later :meth:`append_event`) writes it; the
+        coordinator runs a writer task that does so at once, so that a burst of
+        events never waits for the disk one by one.
+        """
+        self._pending.append(encode_event(event))
+        self._queued += 1
+        return self._queued
+
+    async def flush_events(self) -> None:
+        """Write every queued event; :class:`OSError` when one of them could not be written."""
+        await self._wait_written(self._queued)
+
+    async def _wait_written(self, mine: int) -> None:
+        while self._done < mine:
+            if self._writing:
+                if self._written is None:
+                    self._written = anyio.Event()
+                await self._written.wait()
+            else:
+                await self._write_pending()
+            if self._failure is not None and self._failure[0] <= mine <= self._failure[1]:
+                raise self._failure[2]
+
+    async def _write_pending(self) -> None:
+        self._writing = True
+        batch, first, last = self._pending, self._done + 1, self._queued
+        self._pending = []
+        try:
             if self._journal is None:
                 self._journal = await aiofiles.open(
                     self.journal_path, "ab", buffering=0, opener=_OPEN_NOFOLLOW
                 )
                 self._torn = await _ends_torn(self.journal_path)
+            data = b"".join(batch)
             if self._torn:
-                line = b"\n" + line  # a writer died or failed mid-line: never glue an event onto it
+                data = b"\n" + data  # a writer died or failed mid-line: never glue an event onto it
                 self._torn = False
-            view = memoryview(line)
+            view = memoryview(data)
             try:
                 while view:
                     written = await self._journal.write(view)
                     view = view[written:]
-            except OSError:
-                self._torn = True  # perhaps a part of it went in
-                raise
+            finally:
+                self.journal_bytes += len(data) - len(view)
+                if view:
+                    self._torn = True  # perhaps a part of it went in
+        except OSError as exc:
+            self._failure = (first, last, exc)
+        except BaseException:
+            self._torn = True  # cancelled while the worker thread may still be writing
+            raise
+        finally:
+            self._done = last
+            self._writing = False
+            if self._written is not None:
+                self._written.set()
+                self._written = None
 
     async def close(self) -> None:
         if self._journal is not None:
@@ -421,8 +495,11 @@ class GroupStore:
 
     async def write_snapshot(self, meta: GroupMetadata) -> None:
         """Replace ``metadata.json`` atomically (temp file in the same folder, fsync, rename)."""
-        data = json.dumps(meta.to_dict(), indent=2, ensure_ascii=False).encode() + b"\n"
+        # Compact: json's C encoder only serves indent=None, and a big group's snapshot is
+        # encoded on the event loop (``maestro-parallel status`` prints it for people).
+        data = json.dumps(meta.to_dict(), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         await _write_atomic_async(self.snapshot_path, data)
+        self.snapshot_bytes = len(data)
 
     async def sync_snapshot(self, meta: GroupMetadata) -> bool:
         """Rewrite ``metadata.json`` when it lags behind ``meta``; True when it was rewritten.
@@ -448,7 +525,11 @@ class GroupStore:
 
     async def write_private(self, path: Path, text: str) -> None:
         """Write a private file (a prompt) atomically."""
-        await _write_atomic_async(path, text.encode("utf-8", "replace"))
+        await _write_atomic_async(path, text.encode("utf-8", "replace"), fsync=False)
+
+    async def write_prompts(self, prompts: Sequence[tuple[Path, str]]) -> list[OSError | None]:
+        """Write many prompts in one worker-thread job; each entry's error, or None."""
+        return await _write_many_async([(path, text.encode("utf-8", "replace")) for path, text in prompts])
 
     async def set_aside(self) -> Path | None:
         """Move the stored state into ``history/<timestamp>/`` (for ``--restart``)."""
@@ -512,23 +593,34 @@ def _parse_snapshot(data: bytes, path: Path, group_id: str) -> GroupMetadata:
     return meta
 
 
-class SnapshotWriter:
-    """Coalesces snapshot writes: at most one per ``interval`` while agents run.
+#: A snapshot this small is rewritten once a second whatever changed (it costs nothing).
+_SMALL_SNAPSHOT = 64 * 1024
 
-    :meth:`mark_dirty` is cheap and called on every change; :meth:`run` (started
-    in the coordinator's task group) writes at most once per interval;
-    :meth:`flush` writes at once, for phase transitions and the final status.
-    Writes are serialized, so a group of N tasks costs O(N) bytes per write and
-    a bounded number of writes per second.
+
+class SnapshotWriter:
+    """Coalesces snapshot writes, so a group of N tasks costs O(N) bytes, not O(N²).
+
+    :meth:`mark_dirty` is cheap and called on every change; :meth:`flush` writes
+    at once (phase transitions, the final status).  :meth:`run`, started in the
+    coordinator's task group, writes a changed snapshot at most once per
+    ``interval`` — and, for a big group (a snapshot over 64 KiB), only once the journal
+    has grown by a quarter of the last snapshot's size (or ``max_lag`` seconds have passed): the
+    journal is the record and readers replay it over the snapshot, so a snapshot
+    rewritten whole every second would cost O(N) bytes a second for nothing.
     """
 
-    def __init__(self, store: GroupStore, meta: GroupMetadata, *, interval: float = 1.0) -> None:
+    def __init__(
+        self, store: GroupStore, meta: GroupMetadata, *, interval: float = 1.0, max_lag: float = 60.0
+    ) -> None:
         self._store = store
         self._meta = meta
         self._interval = interval
+        self._max_lag = max_lag
         self._dirty = False
         self._wake = anyio.Event()  # replaced only by run(), so it never waits on a stale one
         self._lock = anyio.Lock()
+        self._journal_at_write = 0
+        self._written_at = -math.inf
         self.writes = 0
 
     def mark_dirty(self) -> None:
@@ -538,17 +630,30 @@ class SnapshotWriter:
     async def flush(self) -> None:
         async with self._lock:
             self._dirty = False
+            self._journal_at_write = self._store.journal_bytes
+            self._written_at = anyio.current_time()
             await self._store.write_snapshot(self._meta)
             self.writes += 1
 
+    def _worth_writing(self) -> bool:
+        grown = self._store.journal_bytes - self._journal_at_write
+        return (
+            self._store.snapshot_bytes <= _SMALL_SNAPSHOT
+            or grown * 4 >= self._store.snapshot_bytes
+            or anyio.current_time() - self._written_at >= self._max_lag
+        )
+
     async def run(self) -> None:
-        """Write the snapshot whenever it changed, at most once per interval; runs until cancelled."""
+        """Write the snapshot when it changed enough (see the class); runs until cancelled."""
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
             await anyio.sleep(self._interval)
             if self._dirty:
-                await self.flush()
+                if self._worth_writing():
+                    await self.flush()
+                else:
+                    self._wake.set()  # look again after the next interval
 
 
 # --------------------------------------------------------------------------- readers

@@ -586,16 +586,19 @@ async def test_snapshot_writer_coalesces_many_changes_into_one_write(store: Grou
     writer = SnapshotWriter(store, meta, interval=0.2)
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer.run)
-        for i in range(100):
+        for i in range(100):  # each change is journaled first, as the coordinator does
+            await store.append_event(make_event("group_error", message=f"change {i}"))
             meta.errors.append(f"change {i}")
             writer.mark_dirty()
         await wait_until(lambda: writer.writes >= 1, "the coalesced write")
         assert (await store.read_snapshot()) == meta  # the last change is in it
-        meta.errors.append("one more")
+        await store.append_event(make_event("group_error", message="one more " + "x" * 500))
+        meta.errors.append("one more " + "x" * 500)
         writer.mark_dirty()
         await wait_until(lambda: writer.writes >= 2, "the next write")
         assert writer.writes == 2  # not one per mark_dirty
         tg.cancel_scope.cancel()
+    await store.close()
     assert (await store.read_snapshot()) == meta
 
 
@@ -619,12 +622,39 @@ async def test_snapshot_writer_keeps_writing_after_a_flush_of_a_clean_state(stor
         tg.start_soon(writer.run)
         await anyio.sleep(0)  # let run() start waiting for a change
         await writer.flush()  # a phase transition with nothing pending
+        await store.append_event(make_event("group_finished", status="failed"))
         meta.status = TaskStatus.FAILED
         writer.mark_dirty()
         await wait_until(lambda: writer.writes >= 2, "the write after the flush")
         tg.cancel_scope.cancel()
+    await store.close()
     snapshot = await store.read_snapshot()
     assert snapshot is not None and snapshot.status is TaskStatus.FAILED
+
+
+async def test_a_big_snapshot_is_rewritten_only_as_the_journal_grows(store: GroupStore) -> None:
+    """O(N) bytes for a group of N tasks: a small change does not rewrite a big snapshot every second."""
+    await store.prepare()
+    meta = metadata()
+    meta.results = [new_result(f"t{i}", log_path=f"logs/t{i}.log") for i in range(2000)]
+    writer = SnapshotWriter(store, meta, interval=0.02, max_lag=3600)
+    await writer.flush()
+    big = store.snapshot_bytes
+    assert big > 200_000
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        await store.append_event(make_event("warning", message="small"))
+        meta.errors.append("small")
+        writer.mark_dirty()
+        await anyio.sleep(0.3)  # fifteen intervals: a wait for something NOT to happen has to be timed
+        assert writer.writes == 1
+        while store.journal_bytes < big // 4:
+            await store.append_event(make_event("warning", message="x" * 1000))
+        writer.mark_dirty()
+        await wait_until(lambda: writer.writes == 2, "the rewrite once the journal grew a quarter")
+        tg.cancel_scope.cancel()
+    await store.close()
+    assert (await store.read_snapshot()).errors == ["small"]
 
 
 # --------------------------------------------------------------------------- readers
