@@ -95,6 +95,25 @@ def command_env(repo_root: Path) -> dict[str, str]:
     return env
 
 
+async def _run(
+    executable: str, command: list[str], *, repo_root: Path, env: dict[str, str], log_path: Path, timeout: float,
+    grace: float,
+) -> tuple[int | None, str | None]:
+    """Run a configured command to its end; (exit code, why it failed or None)."""
+    try:
+        result = await run_command(
+            [executable, *command[1:]], cwd=repo_root, env=env, log_path=log_path, timeout=timeout, grace=grace
+        )
+    except OSError as exc:
+        return None, f"cannot run {command[0]}: {exc.strerror or exc}"
+    if result.timed_out:
+        return result.returncode, f"timed out after {timeout:g}s"
+    if result.returncode != 0:
+        last = await last_line(log_path)
+        return result.returncode, describe_returncode(result.returncode) + (f": {last}" if last else "")
+    return 0, None
+
+
 async def run_refresh(config: Config, repo_root: Path, log_path: Path) -> tuple[bool, str | None, str]:
     """Run the refresh command; return (ok, warning, output for the prompts)."""
     command = list(config.refresh.command)
@@ -102,23 +121,10 @@ async def run_refresh(config: Config, repo_root: Path, log_path: Path) -> tuple[
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         return False, f"context refresh failed: executable not found: {command[0]} ([refresh].command)", ""
-    try:
-        result = await run_command(
-            [executable, *command[1:]],
-            cwd=repo_root,
-            env=env,
-            log_path=log_path,
-            timeout=config.refresh.timeout_seconds,
-            grace=config.agent.grace_seconds,
-        )
-    except OSError as exc:
-        return False, f"context refresh failed: cannot run {command[0]}: {exc.strerror or exc}", ""
-    if result.timed_out:
-        return False, f"context refresh failed: timed out after {config.refresh.timeout_seconds:g}s", ""
-    if result.returncode != 0:
-        last = await last_line(log_path)
-        detail = f": {last}" if last else ""
-        return False, f"context refresh failed: {describe_returncode(result.returncode)}{detail}", ""
+    _, error = await _run(executable, command, repo_root=repo_root, env=env, log_path=log_path,
+                          timeout=config.refresh.timeout_seconds, grace=config.agent.grace_seconds)
+    if error is not None:
+        return False, f"context refresh failed: {error}", ""
     return True, None, await read_head(log_path, config.refresh.max_bytes)
 
 
@@ -148,23 +154,10 @@ async def run_tests(
         env["MAESTRO_GROUP_ID"] = group_id
     try:
         async with TestsLock(lock_path):
-            try:
-                result = await run_command(
-                    [executable, *command[1:]],
-                    cwd=repo_root,
-                    env=env,
-                    log_path=log_path,
-                    timeout=config.tests.timeout_seconds,
-                    grace=config.agent.grace_seconds,
-                )
-            except OSError as exc:
-                return TestsOutcome("failed", command=command, error=f"cannot run {command[0]}: {exc.strerror or exc}")
+            code, error = await _run(executable, command, repo_root=repo_root, env=env, log_path=log_path,
+                                     timeout=config.tests.timeout_seconds, grace=config.agent.grace_seconds)
     except StateError as exc:  # tests.lock unusable (a symlink planted in its place)
         return TestsOutcome("failed", command=command, error=str(exc))
-    if result.timed_out:
-        return TestsOutcome("failed", result.returncode, command, f"timed out after {config.tests.timeout_seconds:g}s")
-    if result.returncode != 0:
-        last = await last_line(log_path)
-        error = describe_returncode(result.returncode) + (f": {last}" if last else "")
-        return TestsOutcome("failed", result.returncode, command, error)
+    if error is not None:
+        return TestsOutcome("failed", code, command, error)
     return TestsOutcome("passed", 0, command)
