@@ -60,7 +60,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click keeps it per class; ours is per error
 
 
 def _one_line(text: str) -> str:
@@ -310,6 +310,7 @@ def _run_with_signals(
     failure: list[MaestroError] = []
 
     async def guarded() -> _T | None:
+        outcome: _T | None = None
         async with anyio.create_task_group() as tg:
 
             async def watch_signals() -> None:
@@ -324,12 +325,12 @@ def _run_with_signals(
 
             tg.start_soon(watch_signals)
             try:
-                return await body(received)
+                outcome = await body(received)
             except MaestroError as exc:
                 failure.append(exc)
-                return None
             finally:
                 tg.cancel_scope.cancel()
+        return outcome
 
     result = anyio.run(guarded)
     if failure:

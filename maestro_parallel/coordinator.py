@@ -239,8 +239,8 @@ class AsyncParallelCoordinator:
         except ValueError:
             choices = ", ".join(s.value for s in TaskStatus)
             raise ValidationError(f"invalid status {status!r:.40} (one of: {choices})") from None
-        groups = [g for g in await self.read_groups() if g.metadata is not None]
-        return [g.metadata for g in groups if wanted is None or g.metadata.status is wanted]  # type: ignore[union-attr]
+        found = [g.metadata for g in await self.read_groups() if g.metadata is not None]
+        return [meta for meta in found if wanted is None or meta.status is wanted]
 
     async def read_groups(self) -> list[StoredGroup]:
         """Every stored group as a reader sees it (unreadable ones with their error), newest first."""

@@ -199,11 +199,11 @@ class GroupMetadata:
         cached = self.__dict__.get("_result_index")
         if cached is None or cached[0] is not results or cached[1] != len(results):
             index: dict[Any, dict[str, Any]] = {}
-            for result in results:
-                index.setdefault(result.get("task_id"), result)
+            for entry in results:
+                index.setdefault(entry.get("task_id"), entry)
             cached = (results, len(results), index)
             self.__dict__["_result_index"] = cached
-        result = cached[2].get(task_id)
+        result: dict[str, Any] | None = cached[2].get(task_id)
         if result is not None and result.get("task_id") != task_id:  # an entry rewritten in place
             del self.__dict__["_result_index"]
             return self.result_for(task_id)
@@ -250,7 +250,7 @@ class GroupMetadata:
             raise ValidationError(f"{what}: key 'pre_group_refresh_completed' must be a boolean")
         return cls(
             group_id=_expect_str(data, "group_id", what),
-            group_name=data.get("group_name") if isinstance(data.get("group_name"), str) else "",
+            group_name=str(data["group_name"]) if isinstance(data.get("group_name"), str) else "",
             phase=phase,
             tasks=_str_list(data, "tasks", what),
             created_at=_expect_str(data, "created_at", what),

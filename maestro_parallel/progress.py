@@ -168,7 +168,7 @@ class LiveProgress:
         for task in group.tasks.values():
             counts[task.status] = counts.get(task.status, 0) + 1
         tasks = sorted(group.tasks.values(), key=lambda t: order.get(t.status, 5))
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for task in tasks[: self.max_rows]:
             seconds = f"{(task.ended or now) - task.started:.1f}s" if task.started is not None else ""
             rows.append((task.task_id, task.subagent, task.status, seconds, task.note))

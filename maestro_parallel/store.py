@@ -268,7 +268,8 @@ class _FileLock:
         """:meth:`_try_acquire` in a worker thread, shielded: the call is quick, and a
         cancellation while it runs would otherwise lose a lock the thread then takes."""
         with anyio.CancelScope(shield=True):
-            return await aiofiles.os.wrap(self._try_acquire)()
+            holder = await aiofiles.os.wrap(self._try_acquire)()
+        return holder
 
     def release(self) -> None:
         if self._fd >= 0:
