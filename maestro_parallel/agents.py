@@ -128,8 +128,7 @@ def agent_environment(
 
 def strip_front_matter(text: str) -> str:
     """``text`` without a leading ``---`` YAML front matter block."""
-    front, body = _split_front_matter(text)
-    return body
+    return _split_front_matter(text)[1]
 
 
 def _split_front_matter(text: str) -> tuple[dict[str, str], str]:

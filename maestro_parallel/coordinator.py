@@ -149,10 +149,6 @@ class AsyncParallelCoordinator:
         """Group tasks by their ``[P:Group-<id>]`` marker (pure; see :func:`detect_groups`)."""
         return detect_groups(tasks)
 
-    def add_event_callback(self, callback: EventCallback) -> None:
-        """Also call ``callback`` with every event from now on."""
-        self._callbacks.append(callback)
-
     async def refresh_context_before_group(self) -> bool:
         """Run the refresh command (``/flow:summary``) once; True when it succeeded."""
         store_dir = self.repo_root / ".flow" / "maestro"

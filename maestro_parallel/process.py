@@ -276,10 +276,6 @@ class CappedLogSink:
         """:meth:`closing` as a list of pieces, to be written without joining them."""
         return [self._note(), *self._tail_chunks()]
 
-    def closing(self) -> bytes:
-        """What goes after the head: a note on what was dropped, then the kept tail."""
-        return b"".join(self.closing_chunks())
-
 
 @dataclass
 class CommandResult:
