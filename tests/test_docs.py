@@ -1,9 +1,12 @@
-"""Every code block in the README and docs/ runs, so the documentation stays true.
+"""Every code block of the README and the documentation site runs, so the documentation stays true.
 
-``sh`` blocks run in bash against a fresh copy of the demo (the guide's blocks in order, in one
-copy, as a reader would); ``python`` blocks run with this interpreter; ``toml`` blocks must load as
-a configuration and ``json`` blocks as JSON (a tasks file when they hold tasks).  ``claude`` and
-``bd`` are the test suite's fakes, which print the real tools' output shapes.
+Each page's ``sh`` and ``python`` blocks run in order, as a reader would: in a sandbox that starts
+in a fresh copy of the repository (tracked files only), where a block that ends with ``cd DIR``
+moves the blocks after it to DIR.  ``toml`` blocks must load as a configuration and ``json`` blocks
+as JSON (a tasks file when they hold tasks).  ``claude``, ``codex`` and ``bd`` are the test suite's
+fakes, which print the real tools' output shapes.  Not run: blocks without a language (diagrams),
+blocks that run the test suite itself (``pytest``), the README's Quickstart (its own tests below),
+and a block right after a ``<!-- not run: why -->`` comment.
 """
 
 from __future__ import annotations
@@ -36,8 +39,28 @@ def blocks(path: Path) -> list[tuple[str, str, int]]:
     return found
 
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NOT_RUN = re.compile(r"<!--\s*not run\b[^>]*-->\s*$")
+CD = re.compile(r"(?:^|&&|;|\|\|)\s*cd\s+([^\s;&|]+)", re.M)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 README_QUICKSTART = blocks(ROOT / "README.md")[0][1].strip().splitlines()
+
+
+def runnable(path: Path) -> list[tuple[str, str, int]]:
+    """The blocks of ``path`` the tests run, in order (see the module docstring for what is left out)."""
+    lines = path.read_text().splitlines()
+    found = []
+    for index, (lang, body, line) in enumerate(blocks(path)):
+        if lang not in ("sh", "python") or "pytest" in body or (path.name == "README.md" and index == 0):
+            continue
+        before = next((text for text in reversed(lines[: line - 1]) if text.strip()), "")
+        if NOT_RUN.search(before):
+            continue
+        found.append((lang, body, line))
+    return found
+
+
+def page_id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
 
 
 def test_every_fence_is_closed_and_has_a_language_or_is_a_diagram() -> None:
@@ -45,13 +68,13 @@ def test_every_fence_is_closed_and_has_a_language_or_is_a_diagram() -> None:
         text = doc.read_text()
         assert text.count("```") % 2 == 0, doc
         for lang, body, line in blocks(doc):
-            assert lang in ("sh", "python", "toml", "json", ""), f"{doc.name}:{line}: unknown language {lang!r}"
+            assert lang in ("sh", "python", "toml", "json", ""), f"{page_id(doc)}:{line}: unknown language {lang!r}"
 
 
 @pytest.mark.parametrize(
     ("doc", "lang", "body", "line"),
     [(doc, lang, body, line) for doc in DOCS for lang, body, line in blocks(doc) if lang in ("toml", "json")],
-    ids=lambda value: f"{value.name}" if isinstance(value, Path) else (str(value) if isinstance(value, int) else None),
+    ids=lambda value: page_id(value) if isinstance(value, Path) else (str(value) if isinstance(value, int) else None),
 )
 def test_config_and_json_blocks_parse(doc: Path, lang: str, body: str, line: int) -> None:
     if lang == "toml":
@@ -64,10 +87,22 @@ def test_config_and_json_blocks_parse(doc: Path, lang: str, body: str, line: int
 
 def test_the_quickstart_test_line_is_what_ci_runs() -> None:
     assert len(README_QUICKSTART) == 2
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert README_QUICKSTART[1] in ci.splitlines()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert README_QUICKSTART[1] in ci
     development = [body for lang, body, _ in blocks(ROOT / "README.md")[1:] if lang == "sh" and "pytest" in body]
-    assert all(body.strip() == README_QUICKSTART[1] for body in development)
+    assert development and all(body.strip() == README_QUICKSTART[1] for body in development)
+    # The site is built, strictly, before the tests run.
+    docs_build = [number for number, line in enumerate(ci) if "mkdocs build --strict" in line and "'.[docs]'" in line]
+    assert docs_build and docs_build[0] < ci.index(README_QUICKSTART[1])
+
+
+def test_the_readme_links_into_files_that_exist() -> None:
+    text = (ROOT / "README.md").read_text()
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in t]
+    assert any(t.startswith("docs/") for t in targets)
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+    assert len(text.encode()) <= 10 * 1024, "the README is meant to stay short: move detail into docs/"
 
 
 def tracked_copy(target: Path) -> Path:
@@ -95,12 +130,13 @@ def test_the_quickstart_demo_line_runs_on_a_fresh_copy(tmp_path: Path) -> None:
 
 
 def sandbox_env(tmp_path: Path) -> dict[str, str]:
-    """PATH with this environment's maestro-parallel, the fake claude and a fake bd."""
+    """PATH with this environment's maestro-parallel, the fake claude and codex, and a fake bd."""
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)
     (tools / "bd").write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_bd.py"} "$@"\n')
     (tools / "bd").chmod(0o755)
     (tools / "claude").symlink_to(ROOT / "tests" / "fakes" / "claude")
+    (tools / "codex").symlink_to(ROOT / "tests" / "fakes" / "codex")
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k not in ("CLAUDECODE", "NO_COLOR")}
     env.update(
@@ -117,53 +153,72 @@ def localize(code: str, tmp_path: Path) -> str:
     return code.replace("/tmp/", f"{tmp_path}/")
 
 
+def examples_copy(target: Path) -> Path:
+    """A folder holding a copy of ``examples/`` as a fresh clone has it (no state left by earlier runs)."""
+    generated = {"parallel_groups", "tests.lock", "__pycache__"}
+    demo_outputs = {"src", "web", "migrations", "docs"}  # what the demo's agents write
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = Path(folder) == ROOT / "examples" / "demo"
+        return {name for name in names if name in generated or (top and name in demo_outputs)}
+
+    shutil.copytree(ROOT / "examples", target / "examples", ignore=ignore)
+    return target
+
+
 def run_python(code: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_the_guide_runs_from_start_to_end(tmp_path: Path) -> None:
-    guide = [(lang, body, line) for lang, body, line in blocks(ROOT / "docs" / "GUIDE.md") if lang in ("sh", "python")]
+EXPECTED = {
+    "README.md": ["2 tasks: 1 parallel group", "Parallel Group api: completed, 2/2 tasks completed",
+                  '"session_id"', '"total_cost_usd"'],
+    "docs/getting-started.md": ["6 tasks: 2 parallel groups, 1 sequential",
+                                "Parallel Group backend: completed, 3/3 tasks completed",
+                                "execute exited 143", "plan: ", "_sequential"],
+    "docs/how-to/claude-code.md": ['"session_id"', '"total_cost_usd"', "Use the `backend-architect` subagent",
+                                   "## Skill: api-style"],
+    "docs/how-to/codex.md": ["Parallel Group backend: completed, 3/3 tasks completed", '"session_id"'],
+    "docs/how-to/beads.md": ["Parallel Group edge: completed, 2/2 tasks completed"],
+    "docs/how-to/embedding.md": ["completed 3/3 group_started group_finished"],
+    "docs/how-to/recover.md": ['"stale": true', "Parallel Group backend: completed, 3/3 tasks completed"],
+}
+PAGES = [doc for doc in DOCS if runnable(doc)]
+
+
+def test_every_page_with_expectations_has_blocks_to_run() -> None:
+    assert set(EXPECTED) <= {page_id(doc) for doc in PAGES}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_the_page_runs_from_start_to_end(page: Path, tmp_path: Path) -> None:
     env = sandbox_env(tmp_path)
-    demo = tmp_path / "maestro-demo"
+    cwd = examples_copy(tmp_path / "clone")
     outputs: list[str] = []
-    for index, (lang, body, line) in enumerate(guide):
-        cwd = ROOT if index == 0 else demo
+    for lang, body, line in runnable(page):
         code = localize(body, tmp_path)
         if lang == "sh":
             done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=cwd, capture_output=True,
                                   text=True, env=env, timeout=300)
         else:
             done = run_python(code, cwd, env)
-        assert done.returncode == 0, f"GUIDE.md:{line} failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        where = f"{page_id(page)}:{line}"
+        assert done.returncode == 0, f"{where} failed:\n{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
         outputs.append(done.stdout)
+        if lang == "sh" and (moves := CD.findall(code)):
+            cwd = cwd / moves[-1]  # an absolute folder replaces cwd
     text = "\n".join(outputs)
-    # What the guide says the reader sees.
-    assert "6 tasks: 2 parallel groups, 1 sequential" in text
-    assert "Parallel Group backend: completed, 3/3 tasks completed" in text
-    assert "execute exited 143" in text
-    assert "plan: " in text and "_sequential" in text
-    assert '"session_id"' in text and '"total_cost_usd"' in text
-    assert "completed 3/3 group_started group_finished" in text
-    prompt = (demo / ".flow/maestro/parallel_groups/claude/prompts/api-3.md").read_text()
-    assert "Use the `backend-architect` subagent" in prompt and "## Skill: api-style" in prompt
+    for expected in EXPECTED.get(page_id(page), []):
+        assert expected in text, f"{page_id(page)}: the page says the reader sees {expected!r}; output:\n{text}"
 
 
-def test_the_readme_examples_run(tmp_path: Path) -> None:
-    env = sandbox_env(tmp_path)
-    clone = tracked_copy(tmp_path / "clone")
-    # The README's beads example runs "in a repository that uses beads": make the demo one.
-    demo = clone / "examples" / "demo"
-    subprocess.run(["bd", "init", "--prefix", "demo"], cwd=demo, env=env, check=True, capture_output=True)
-    for item in json.loads((demo / "tasks.json").read_text())["tasks"]:
-        if item.get("status") != "closed" and item["description"].startswith("[P:Group-backend]"):
-            subprocess.run(["bd", "create", item["title"], "--id", item["id"], "--description", item["description"]],
-                           cwd=demo, env=env, check=True, capture_output=True)
-    for lang, body, line in blocks(ROOT / "README.md")[1:]:
-        if lang == "python":
-            done = run_python(body, clone, env)
-        elif lang == "sh" and "pytest" not in body:
-            done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", body], cwd=clone / "examples" / "demo",
-                                  capture_output=True, text=True, env=env, timeout=300)
-        else:
-            continue
-        assert done.returncode == 0, f"README.md:{line} failed:\n{body}\n{done.stdout}\n{done.stderr}"
+def test_the_picture_script_draws_a_real_run(tmp_path: Path) -> None:
+    env = {**os.environ, "DEMO_AGENT_SECONDS": "0.2"}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pictures.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    svg = (tmp_path / "demo-run.svg").read_text()
+    assert svg.startswith("<svg") and "3/3" in svg
+    # Every picture the site shows is one the script draws.
+    shown = set(re.findall(r"assets/([\w.-]+\.svg)", "".join(doc.read_text() for doc in DOCS)))
+    assert shown and shown <= {path.name for path in tmp_path.iterdir()}

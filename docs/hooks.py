@@ -1,0 +1,119 @@
+"""MkDocs hook: the reference pages that must not drift are generated from the code at build time.
+
+A page holds a placeholder comment; :func:`on_page_markdown` replaces it:
+
+- ``<!-- config-reference -->``: :func:`config_reference`, a table of every configuration key read from
+  ``maestro_parallel.config`` (its dataclasses for names, types and defaults, the ``init`` template for
+  what each key means), so the page says what ``maestro-parallel init`` writes;
+- ``<!-- api-reference -->``: :func:`api_reference`, one mkdocstrings block per public name of
+  ``maestro_parallel.__all__``, at the module where the name is defined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from typing import Any
+
+PLACEHOLDERS = {
+    "<!-- config-reference -->": "config_reference",
+    "<!-- api-reference -->": "api_reference",
+}
+
+# `key = value  # what it means`, or the same commented out (a key whose default a preset derives).
+_TEMPLATE_LINE = re.compile(r"^#? ?(?P<key>[a-z_]+) = (?P<value>.*?)(?:  # (?P<note>.*))?$")
+_TABLE_LINE = re.compile(r"^\[(?P<table>[a-z_]+)\](?:\s+# (?P<note>.*))?$")
+
+
+# What a key means where ``init``'s template leaves it uncommented (the same meaning in every table).
+_GENERIC_NOTES = {
+    "enabled": "false: skip this step",
+    "command": "argv, never run through a shell",
+    "timeout_seconds": "the command is stopped (SIGTERM, then SIGKILL) after this long",
+    "bd_command": "argv of the beads CLI",
+    "call_timeout_seconds": "each bd call, then its process group is stopped",
+    "poll_interval_seconds": "how often running tasks are checked in the tracker (one call for all)",
+}
+_TYPES = {
+    "str": "string",
+    "float": "seconds",
+    "int": "integer",
+    "bool": "boolean",
+    "tuple[str, ...]": "list of strings",
+    "tuple[str, ...] | None": "list of strings",
+    "Mapping[str, str]": "table of strings",
+}
+
+
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell (no column break, no HTML tag)."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _type_name(key: str, annotation: Any) -> str:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if text == "float" and not key.endswith("_seconds"):
+        return "number"
+    return _TYPES.get(text, text)
+
+
+def config_reference() -> str:
+    """Markdown tables of every key of ``config.toml``, one per table, generated from ``maestro_parallel.config``.
+
+    Names, types and defaults come from the settings dataclasses; the meaning of each key from the
+    comment ``init`` writes beside it (``config_template()``), so the two never disagree.  When the
+    config module gains a key schema, this is the one function to point at it.
+    """
+    config = importlib.import_module("maestro_parallel.config")
+    tables = {
+        "agent": config.AgentSettings,
+        "refresh": config.RefreshConfig,
+        "tests": config.TestsConfig,
+        "skills": config.SkillsConfig,
+        "tracker": config.TrackerConfig,
+    }
+    notes: dict[tuple[str, str], str] = {}
+    table_notes: dict[str, str] = {}
+    table = ""
+    for line in config.config_template().splitlines():
+        if header := _TABLE_LINE.match(line):
+            table = header["table"]
+            table_notes[table] = header["note"] or ""
+        elif table and (entry := _TEMPLATE_LINE.match(line)):
+            notes.setdefault((table, entry["key"]), entry["note"] or "")
+    out: list[str] = []
+    for name, cls in tables.items():
+        out.append(f"### `[{name}]`\n")
+        if table_notes.get(name):
+            out.append(table_notes[name][0].upper() + table_notes[name][1:] + ".\n")
+        out.append("| key | type | default | meaning |\n| --- | --- | --- | --- |")
+        defaults = cls()
+        for field in dataclasses.fields(cls):
+            if field.name.startswith("_"):
+                continue
+            default = config._toml(getattr(defaults, field.name))
+            if field.name == "command" and name == "tests":
+                default = "detected"
+            note = notes.get((name, field.name)) or _GENERIC_NOTES.get(field.name, "")
+            out.append(f"| `{field.name}` | {_type_name(field.name, field.type)} | `{default}` | {_cell(note)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def api_reference() -> str:
+    """One ``::: module.Name`` block per name of ``maestro_parallel.__all__`` (where it is defined)."""
+    package = importlib.import_module("maestro_parallel")
+    out = []
+    for name in package.__all__:
+        obj = getattr(package, name)
+        out.append(f"::: {obj.__module__}.{name}\n")
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown: str, **_: Any) -> str:
+    """Fill each placeholder of a page with what its generator renders."""
+    for placeholder, generator in PLACEHOLDERS.items():
+        if placeholder in markdown:
+            markdown = markdown.replace(placeholder, globals()[generator]())
+    return markdown
