@@ -7,6 +7,8 @@ A page holds a placeholder comment; :func:`on_page_markdown` replaces it:
   what each key means), so the page says what ``maestro-parallel init`` writes;
 - ``<!-- api-reference -->``: :func:`api_reference`, one mkdocstrings block per public name of
   ``maestro_parallel.__all__``, at the module where the name is defined.
+
+:func:`on_page_content` strips the Sphinx role prefixes of the docstrings from the rendered pages.
 """
 
 from __future__ import annotations
@@ -109,6 +111,15 @@ def api_reference() -> str:
         obj = getattr(package, name)
         out.append(f"::: {obj.__module__}.{name}\n")
     return "\n".join(out)
+
+
+# The docstrings use Sphinx roles (``:class:`X```), which the Markdown renderer leaves as text.
+_SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|mod|exc|data|obj):(?=<code>)")
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """Drop the Sphinx role prefixes the API pages would otherwise show (the name stays, as code)."""
+    return _SPHINX_ROLE.sub("", html)
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
