@@ -11,6 +11,7 @@ and a block right after a ``<!-- not run: why -->`` comment.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro_parallel.config import loads_config
+from maestro_parallel.config import config_template, loads_config
 from maestro_parallel.tasks import loads_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,45 @@ def test_the_readme_links_into_files_that_exist() -> None:
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
     assert len(text.encode()) <= 10 * 1024, "the README is meant to stay short: move detail into docs/"
+
+
+def load_hooks() -> object:
+    """``docs/hooks.py``, the generators of the site's reference pages."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_configuration_reference_lists_every_key_with_a_default_the_config_accepts() -> None:
+    reference = load_hooks().config_reference()  # type: ignore[attr-defined]
+    rows: list[tuple[str, str, str]] = []
+    table = ""
+    for line in reference.splitlines():
+        if header := re.match(r"### `\[(\w+)\]`", line):
+            table = header[1]
+        elif row := re.match(r"\| `(\w+)` \| [^|]+ \| `(.*?)` \|", line):
+            rows.append((table, row[1], row[2]))
+    for table, key, default in rows:
+        if default != "detected":
+            loads_config(f"[{table}]\n{key} = {default}\n", source=f"reference [{table}] {key}")
+    template_keys = set()
+    table = ""
+    for line in config_template().splitlines():
+        if header := re.match(r"^\[(\w+)\]", line):
+            table = header[1]
+        elif table and (entry := re.match(r"^#? ?(\w+) = ", line)):
+            template_keys.add((table, entry[1]))
+    assert template_keys and template_keys <= {(table, key) for table, key, _ in rows}
+
+
+def test_the_api_reference_documents_every_public_name() -> None:
+    import maestro_parallel
+
+    reference = load_hooks().api_reference()  # type: ignore[attr-defined]
+    assert [line.rsplit(".", 1)[1] for line in reference.split() if line.startswith("maestro_parallel.")] == list(
+        maestro_parallel.__all__)
 
 
 def tracked_copy(target: Path) -> Path:
