@@ -8,7 +8,8 @@ A page holds a placeholder comment; :func:`on_page_markdown` replaces it:
 - ``<!-- api-reference -->``: :func:`api_reference`, one mkdocstrings block per public name of
   ``maestro_parallel.__all__``, at the module where the name is defined.
 
-:func:`on_page_content` strips the Sphinx role prefixes of the docstrings from the rendered pages.
+:func:`on_page_content` strips the Sphinx role prefixes of the docstrings from the rendered pages, and
+keeps click's ``<placeholders>`` visible on the command-line reference.
 """
 
 from __future__ import annotations
@@ -117,9 +118,29 @@ def api_reference() -> str:
 _SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|mod|exc|data|obj):(?=<code>)")
 
 
-def on_page_content(html: str, **_: Any) -> str:
-    """Drop the Sphinx role prefixes the API pages would otherwise show (the name stays, as code)."""
-    return _SPHINX_ROLE.sub("", html)
+# mkdocs-click writes click's help text as Markdown: a placeholder such as ``<id>`` would become an
+# (invisible) HTML tag, and click 8.3's "no default" sentinel would show as a default.
+_HTML_TAGS = frozenset(
+    "a abbr b blockquote br code dd del details div dl dt em h1 h2 h3 h4 h5 h6 hr i img kbd li ol p pre "
+    "small span strong sub summary sup table tbody td th thead tr ul".split()
+)
+_BARE_TAG = re.compile(r"<(/?)([a-z][a-z0-9_-]*)>")
+_NO_DEFAULT = "<code>Sentinel.UNSET</code>"
+
+
+def _help_text(html: str) -> str:
+    """Click help rendered as HTML, with its ``<placeholders>`` shown and no sentinel as a default."""
+    html = _BARE_TAG.sub(lambda m: m[0] if m[2] in _HTML_TAGS else f"&lt;{m[1]}{m[2]}&gt;", html)
+    return html.replace(_NO_DEFAULT, "")
+
+
+def on_page_content(html: str, page: Any, **_: Any) -> str:
+    """Drop the Sphinx role prefixes the API pages would otherwise show (the name stays, as code);
+    repair click's help text on the command-line reference."""
+    html = _SPHINX_ROLE.sub("", html)
+    if page.file.src_uri == "reference/cli.md":
+        html = _help_text(html)
+    return html
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
