@@ -47,6 +47,8 @@ _POLL = 0.02
 _STOP_BOUND = 5.0
 _GIT_TIMEOUT = 300.0
 _STOP_WATCH_SECONDS = 0.5
+#: How much of an attempt's output is streamed live as events (the log itself is capped by max_log_bytes).
+STREAM_LIMIT = 1 << 20
 
 
 @dataclass
@@ -216,7 +218,7 @@ def run_agent(
                 if cut:
                     on_output(pending[:cut].decode("utf-8", "replace"))
                     pending = pending[cut:]
-                elif len(pending) > 65536:
+                elif len(pending) > 16384:
                     on_output(pending.decode("utf-8", "replace"))
                     pending = b""
         if pending and on_output is not None:
@@ -262,6 +264,20 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+def git_reason(stderr: str) -> str:
+    """The line of git's error output that says why (its first ``error:``/``fatal:`` line)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("error:", "fatal:")):
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def git_command_name(args: tuple[str, ...]) -> str:
+    """``git fetch``, ``git bundle create``: a git command as a person names it."""
+    return " ".join(["git", *(a for a in args[:2] if not a.startswith("-"))][:3])
+
+
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """One git command with a bound; a failure is one line naming the command."""
     command = ["git", "-C", str(repo), *args]
@@ -270,10 +286,9 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
             command, capture_output=True, text=True, env=_git_env(), timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"git {' '.join(args[:2])} timed out after {_GIT_TIMEOUT:.0f} s") from exc
+        raise RuntimeError(f"{git_command_name(args)} timed out after {_GIT_TIMEOUT:.0f} s") from exc
     if check and done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"git {' '.join(args[:2])} failed: {reason}")
+        raise RuntimeError(f"{git_command_name(args)} failed: {git_reason(done.stderr)}")
     return done
 
 
@@ -285,21 +300,31 @@ def base_ref(sha: str) -> str:
 _CACHE_LOCK = threading.Lock()
 
 
-def cached_bundle(sha: str, data: bytes) -> Path:
-    """The base bundle of ``sha`` on this machine, written once and reused by every later attempt."""
-    folder = Path(tempfile.gettempdir()) / "maestro-parallel" / "bundles"
-    path = folder / f"{sha}.bundle"
+def cached_base(sha: str, bundle: bytes) -> Path:
+    """A bare repository holding ``sha`` on this machine, made from its bundle once and reused.
+
+    Each attempt then clones it with ``--shared`` (objects borrowed, nothing
+    copied), so a worker pays for the base once, not once per agent.
+    """
+    folder = Path(tempfile.gettempdir()) / "maestro-parallel" / "bases"
+    path = folder / f"{sha}.git"
     with _CACHE_LOCK:
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{sha}.")
+            building = Path(tempfile.mkdtemp(dir=folder, prefix=f".{sha}."))
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                bundle_path = building / "base.bundle"
+                bundle_path.write_bytes(bundle)
+                repo = building / "repo.git"
+                _git(building, "init", "-q", "--bare", str(repo))
+                _git(repo, "fetch", "-q", "--no-tags", str(bundle_path), f"{base_ref(sha)}:{base_ref(sha)}")
+                try:
+                    os.replace(repo, path)  # whole or not at all: a half-made cache is never used
+                except OSError:
+                    if not path.exists():  # else another worker process on this machine made it first
+                        raise
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
     return path
 
 
@@ -308,14 +333,13 @@ def _commit_all(repo: Path, spec: AttemptSpec) -> str:
     _git(repo, "add", "-A")
     if _git(repo, "diff", "--cached", "--quiet", check=False).returncode != 0:
         identity: list[str] = []
-        if _git(repo, "config", "user.email", check=False).returncode != 0 or (
-            _git(repo, "config", "user.name", check=False).returncode != 0
-        ):
+        if not _git(repo, "var", "GIT_COMMITTER_IDENT", check=False).stdout.strip():  # no identity configured
             identity = ["-c", f"user.name={FALLBACK_NAME}", "-c", f"user.email={FALLBACK_EMAIL}"]
         message = commit_message(spec.task_id, spec.title, spec.group_id)
         _git(repo, *identity, "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message)
-    head = _git(repo, "rev-parse", "HEAD").stdout.strip()
-    _git(repo, "update-ref", f"refs/heads/{spec.branch}", head)
+    head, branch_head = _git(repo, "rev-parse", "HEAD", f"refs/heads/{spec.branch}").stdout.split()
+    if head != branch_head:  # the agent moved to another branch: its HEAD is the work
+        _git(repo, "update-ref", f"refs/heads/{spec.branch}", head)
     return head
 
 
@@ -361,13 +385,23 @@ def run_attempt(
     def emit(kind: str, text: str = "") -> None:
         worker.log_event(topic, {"key": attempt_key, "kind": kind, "host": host, "text": str(text)})
 
+    # The scheduler keeps every event it relays: an agent that floods its output must not flood it.
+    streamed = 0
+
+    def emit_log(text: str) -> None:
+        nonlocal streamed
+        if streamed >= STREAM_LIMIT:
+            return
+        streamed += len(text)
+        if streamed >= STREAM_LIMIT:
+            text += f"\n[maestro-parallel: live log stops after {STREAM_LIMIT} characters; the whole log comes with the result]\n"
+        emit("log", text)
+
     scratch = Path(tempfile.mkdtemp(prefix="maestro-attempt-"))
     try:
-        bundle_path = cached_bundle(spec.base_sha, base_bundle)
+        base = cached_base(spec.base_sha, base_bundle)
         clone = scratch / "repo"
-        clone.mkdir()
-        _git(clone, "init", "-q")
-        _git(clone, "fetch", "-q", "--no-tags", str(bundle_path), base_ref(spec.base_sha))
+        _git(scratch, "clone", "-q", "--shared", "--no-checkout", str(base), str(clone))
         _git(clone, "checkout", "-q", "-b", spec.branch, spec.base_sha)
         cwd = clone / spec.repo.subdir if spec.repo.subdir else clone
         prompt_file = scratch / "prompt.md"
@@ -400,7 +434,7 @@ def run_attempt(
                 grace=spec.grace_seconds,
                 max_log_bytes=spec.max_log_bytes,
                 stop=stop,
-                on_output=lambda text: emit("log", text),
+                on_output=emit_log,
             )
         except OSError as exc:
             stop.set()

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from ._worker import WorkerResult, base_ref, git_command_name, git_reason, run_attempt
 from .base import (
     AttemptOutcome,
     AttemptSpec,
@@ -41,7 +42,6 @@ from .base import (
     ExecutorEvent,
     ExecutorUnavailableError,
 )
-from ._worker import WorkerResult, base_ref, run_attempt
 
 __all__ = ("DaskExecutor", "apply_bundle", "create_base_bundle", "local_cluster_shape", "scheduler_endpoint")
 
@@ -89,19 +89,10 @@ async def _git(repo: Path, *args: str) -> str:
         with anyio.fail_after(_GIT_TIMEOUT):
             done = await anyio.run_process(command, check=False, env=env)
     except TimeoutError as exc:
-        raise BundleError(f"git {' '.join(args[:2])} timed out after {_GIT_TIMEOUT:.0f} s") from exc
+        raise BundleError(f"{git_command_name(args)} timed out after {_GIT_TIMEOUT:.0f} s") from exc
     if done.returncode != 0:
-        raise BundleError(f"git {' '.join(args[:2])} failed: {_reason(done.stderr.decode('utf-8', 'replace'))}")
+        raise BundleError(f"{git_command_name(args)} failed: {git_reason(done.stderr.decode('utf-8', 'replace'))}")
     return done.stdout.decode().strip()
-
-
-def _reason(stderr: str) -> str:
-    """The line of git's error output that says why (its first ``error:``/``fatal:`` line)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("error:", "fatal:")):
-            return line
-    return lines[-1] if lines else "no output"
 
 
 async def create_base_bundle(repo: Path, sha: str) -> bytes:
@@ -128,7 +119,6 @@ async def apply_bundle(repo: Path, bundle: bytes, branch: str, expected_sha: str
         path = Path(folder) / "work.bundle"
         path.write_bytes(bundle)
         try:
-            await _git(repo, "bundle", "verify", str(path))
             await _git(repo, "fetch", "-q", "--no-tags", str(path), f"+refs/heads/{branch}:refs/heads/{branch}")
             head = await _git(repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
         except BundleError as exc:
@@ -314,6 +304,7 @@ class DaskExecutor:
                         # Not started, as far as we know: never start it.  Should it be starting right
                         # now, the worker sees the stop event (left set) and launches nothing.
                         await future.cancel()
+                        self._finish(spec, on_event, AttemptOutcome(AttemptStatus.STOPPED, error="stopped before it started"), began)
                     else:
                         stopped = await self._collect(spec, attempt, future)
                         finished = True
