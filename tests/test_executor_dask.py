@@ -170,6 +170,7 @@ sys.exit(int(sys.argv[3]))
 SLEEPER = """
 import os, subprocess, sys, time
 out = sys.argv[1]
+open("progress.txt", "w").write("half done")
 child = subprocess.Popen(["sleep", "60"])
 with open(out + ".runs", "a") as f:
     f.write(f"{os.getpid()}\\n")
@@ -289,6 +290,7 @@ async def test_timeout_stops_the_agents_process_group_on_the_worker(cluster: Any
         outcome = await executor.run(spec, lambda e: None)
     assert outcome.status is AttemptStatus.TIMED_OUT
     assert time.monotonic() - started < 30
+    assert _git(git_repo, "show", "refs/heads/maestro/g1/slow:progress.txt") == "half done"
     agent, grandchild, _ = (int(x) for x in pids.read_text().split())
     assert not _alive(agent) and not _alive(grandchild)
 
@@ -309,6 +311,8 @@ async def test_cancelling_the_caller_stops_the_agent_on_the_worker(cluster: Any,
     assert not _alive(agent) and not _alive(grandchild)
     finished = [e for e in events if e.kind is EventKind.FINISHED]
     assert [e.text for e in finished] == [AttemptStatus.STOPPED]
+    # What the stopped agent had written came back as a commit: nothing is lost.
+    assert _git(git_repo, "show", "refs/heads/maestro/g1/cancelled:progress.txt") == "half done"
 
 
 async def test_a_worker_killed_mid_task_fails_the_attempt_naming_it_and_never_reruns_it(
