@@ -387,13 +387,39 @@ async def test_a_corrupt_bundle_fails_to_apply_with_a_clear_error(git_repo: Path
     assert _git(git_repo, "for-each-ref", "refs/heads/maestro") == ""
 
 
-async def test_an_own_local_cluster_is_started_and_closed(git_repo: Path) -> None:
-    async with DaskExecutor("", workers=1, agents=3) as executor:
-        assert list((await executor.client.nthreads()).values()) == [3]
-        outcome = await executor.run(
-            _spec(git_repo, "own", (sys.executable, "-c", "open('x','w').write('1')")), lambda e: None
-        )
-    assert outcome.ok and _git(git_repo, "show", "refs/heads/maestro/g1/own:x") == "1"
+async def test_an_own_local_cluster_runs_agents_and_never_retries_a_killed_workers_attempt(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    pids = tmp_path / "own.pids"
+    events: list[ExecutorEvent] = []
+    agent = grandchild = 0
+    try:
+        async with DaskExecutor("", workers=2, agents=6) as executor:
+            assert list((await executor.client.nthreads()).values()) == [3, 3]
+            ok = await executor.run(_spec(git_repo, "own", (sys.executable, "-c", "open('x','w').write('1')")), events.append)
+            assert ok.ok and _git(git_repo, "show", "refs/heads/maestro/g1/own:x") == "1"
+            async with anyio.create_task_group() as tg:
+
+                async def kill_its_worker() -> None:
+                    nonlocal agent, grandchild
+                    agent, grandchild, worker_pid = (int(x) for x in (await _wait_for(pids)).split())
+                    os.kill(worker_pid, signal.SIGKILL)
+
+                tg.start_soon(kill_its_worker)
+                with anyio.fail_after(60):
+                    lost = await executor.run(_spec(git_repo, "lost", (sys.executable, "-c", SLEEPER, str(pids))), events.append)
+        # This cluster allows no failure: Dask gives up on the task at once (KilledWorker).
+        host = [e.host for e in events if e.kind is EventKind.STARTED and e.task_id == "lost"]
+        assert lost.status is AttemptStatus.WORKER_LOST and len(host) == 1
+        assert lost.error == f"worker {host[0]} died while running this attempt"
+        assert len((pids.parent / (pids.name + ".runs")).read_text().split()) == 1
+    finally:
+        for pid in (agent, grandchild):
+            if pid:
+                try:
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def test_run_agent_stops_the_whole_group_on_timeout(tmp_path: Path) -> None:
@@ -413,3 +439,16 @@ def test_run_agent_stops_the_whole_group_on_timeout(tmp_path: Path) -> None:
     assert log == b"hi\n"
     agent, grandchild, _ = (int(x) for x in pids.read_text().split())
     assert not _alive(agent) and not _alive(grandchild)
+
+
+async def test_worker_paths_reach_the_agent_and_a_missing_agent_is_a_clear_error(cluster: Any, git_repo: Path) -> None:
+    copy = "import shutil, sys; shutil.copy(sys.argv[1], 'prompt-seen.md'); open('cwd.txt', 'w').write(sys.argv[2])"
+    argv = (sys.executable, "-c", copy, WorkerPath("prompt_file"), WorkerPath("worktree", prefix="cwd="))
+    async with DaskExecutor(cluster.scheduler_address) as executor:
+        seen = await executor.run(_spec(git_repo, "paths", argv, prompt="the prompt {task_id} stays as it is"), lambda e: None)
+        missing = await executor.run(_spec(git_repo, "missing", ("no-such-agent-xyz", "-p")), lambda e: None)
+    assert seen.ok, seen
+    assert _git(git_repo, "show", "refs/heads/maestro/g1/paths:prompt-seen.md") == "the prompt {task_id} stays as it is"
+    assert _git(git_repo, "show", "refs/heads/maestro/g1/paths:cwd.txt").startswith("cwd=/")
+    assert missing.status is AttemptStatus.ERROR and missing.branch is None
+    assert missing.error is not None and missing.error.startswith("cannot start the agent:") and "no-such-agent-xyz" in missing.error

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -343,16 +342,6 @@ def _commit_all(repo: Path, spec: AttemptSpec) -> str:
     return head
 
 
-def worker_address() -> str:
-    """This worker's address (it names the machine in errors and in the task's ``host``)."""
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return socket.gethostname()
-
-
 def run_attempt(
     spec: AttemptSpec,
     base_bundle: bytes,
@@ -397,6 +386,8 @@ def run_attempt(
             text += f"\n[maestro-parallel: live log stops after {STREAM_LIMIT} characters; the whole log comes with the result]\n"
         emit("log", text)
 
+    emit("started")  # the coordinator now knows the host, and waits for this attempt's end when it stops it
+
     scratch = Path(tempfile.mkdtemp(prefix="maestro-attempt-"))
     try:
         base = cached_base(spec.base_sha, base_bundle)
@@ -411,6 +402,9 @@ def run_attempt(
             os.environ,
             {**spec.env, "MAESTRO_PROMPT_FILE": str(prompt_file), "MAESTRO_WORKTREE": str(cwd), "MAESTRO_HOST": host},
         )
+        if remote_stop.is_set():  # stopped while its clone was made: launch nothing
+            emit("finished", AttemptStatus.STOPPED)
+            return WorkerResult(AttemptStatus.STOPPED, host, error="stopped before it started", duration=time.monotonic() - began)
         stop = threading.Event()
 
         def watch_remote() -> None:
@@ -424,7 +418,6 @@ def run_attempt(
 
         watcher = threading.Thread(target=watch_remote, name="maestro-remote-stop", daemon=True)
         watcher.start()
-        emit("started")
         try:
             status, returncode, log = run_agent(
                 resolve_argv(spec.argv, paths),
