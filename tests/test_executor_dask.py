@@ -452,3 +452,18 @@ async def test_worker_paths_reach_the_agent_and_a_missing_agent_is_a_clear_error
     assert _git(git_repo, "show", "refs/heads/maestro/g1/paths:cwd.txt").startswith("cwd=/")
     assert missing.status is AttemptStatus.ERROR and missing.branch is None
     assert missing.error is not None and missing.error.startswith("cannot start the agent:") and "no-such-agent-xyz" in missing.error
+
+
+async def test_work_that_cannot_be_applied_fails_that_task_naming_why_and_the_worker(cluster: Any, git_repo: Path) -> None:
+    # The task's branch is the one checked out in the user's repository: git refuses to move it under them.
+    _git(git_repo, "checkout", "-q", "-b", "maestro/g1/busy")
+    argv = (sys.executable, "-c", "open('new.txt', 'w').write('x')")
+    async with DaskExecutor(cluster.scheduler_address) as executor:
+        outcome = await executor.run(_spec(git_repo, "busy", argv), lambda e: None)
+        workers = set(await executor.client.nthreads())
+    assert outcome.status is AttemptStatus.ERROR and outcome.branch is None
+    assert outcome.error is not None
+    assert outcome.error.startswith("the work of task busy cannot be applied: git fetch failed:")
+    assert outcome.error.endswith(f"(from {outcome.host})") and outcome.host in workers
+    assert outcome.returncode == 0 and outcome.head_sha  # the agent itself did its work
+    assert not (git_repo / "new.txt").exists()

@@ -282,7 +282,7 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     command = ["git", "-C", str(repo), *args]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, env=_git_env(), timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL
+            command, check=False, capture_output=True, text=True, env=_git_env(), timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{git_command_name(args)} timed out after {_GIT_TIMEOUT:.0f} s") from exc

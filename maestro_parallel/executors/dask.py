@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
@@ -171,7 +171,7 @@ class DaskExecutor:
             raise RuntimeError("DaskExecutor is used outside its 'async with' block")
         return self._client
 
-    async def __aenter__(self) -> DaskExecutor:
+    async def __aenter__(self) -> Self:
         try:
             import dask
             from distributed import Client, LocalCluster
