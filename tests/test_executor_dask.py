@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -467,3 +468,55 @@ async def test_work_that_cannot_be_applied_fails_that_task_naming_why_and_the_wo
     assert outcome.error.endswith(f"(from {outcome.host})") and outcome.host in workers
     assert outcome.returncode == 0 and outcome.head_sha  # the agent itself did its work
     assert not (git_repo / "new.txt").exists()
+
+
+#: A coordinator in its own process: two agents on the workers, until Ctrl-C.
+COORDINATOR = """
+import sys
+import anyio
+import anyio.to_thread
+from pathlib import Path
+from maestro_parallel.executors import AttemptSpec, RepoInfo
+from maestro_parallel.executors.dask import DaskExecutor
+
+address, repo, base, agent, out = sys.argv[1:6]
+
+async def main() -> None:
+    async with DaskExecutor(address) as executor:
+        async with anyio.create_task_group() as tg:
+            for n in range(2):
+                spec = AttemptSpec(
+                    task_id=f"c{n}", group_id="g1", title="ctrl-c", argv=(sys.executable, "-c", agent, f"{out}.{n}"),
+                    prompt="p", base_sha=base, repo=RepoInfo(Path(repo)), grace_seconds=1.0,
+                )
+                tg.start_soon(executor.run, spec, lambda event: print(event.kind, event.task_id, event.text, flush=True))
+
+try:
+    anyio.run(main, backend="asyncio")
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+async def test_ctrl_c_on_the_coordinator_stops_the_agents_on_the_workers(cluster: Any, git_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ctrlc.pids"
+    base = _git(git_repo, "rev-parse", "HEAD")
+    argv = [sys.executable, "-c", COORDINATOR, cluster.scheduler_address, str(git_repo), base, SLEEPER, str(out)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = [int(x) for n in range(2) for x in (await _wait_for(Path(f"{out}.{n}"), timeout=60)).split()[:2]]
+        assert all(_alive(pid) for pid in pids)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=60))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stdout.splitlines()[-1] == "interrupted"
+    assert stdout.count("finished") == 2 and stdout.count("stopped") == 2
+    # No process of either agent survives, and what they had written came home.
+    assert not [pid for pid in pids if _alive(pid)]
+    for n in range(2):
+        assert _git(git_repo, "show", f"refs/heads/maestro/g1/c{n}:progress.txt") == "half done"
