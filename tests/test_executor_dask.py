@@ -59,6 +59,17 @@ def anyio_backend() -> str:
 # ---------------------------------------------------------------- pure rules
 
 
+def test_executors_all_is_a_sorted_tuple_of_importable_names() -> None:
+    import maestro_parallel.executors as executors
+    import maestro_parallel.executors.base as base
+
+    assert isinstance(executors.__all__, tuple) and list(executors.__all__) == sorted(executors.__all__)
+    assert executors.__all__ == base.__all__
+    assert all(getattr(executors, name) is getattr(base, name) for name in executors.__all__)
+    assert issubclass(ExecutorUnavailableError, executors.ExecutorError) and issubclass(BundleError, executors.ExecutorError)
+
+
+
 @pytest.mark.parametrize(
     ("workers", "agents", "cpus", "shape"),
     [
