@@ -333,6 +333,7 @@ def render_text(graph: PlanGraph, durations: Mapping[str, float] | None = None) 
     lines = [f"plan: {total} task{'s' * (total != 1)} in {len(graph.steps)} step{'s' * (len(graph.steps) != 1)}"]
     width = max((len(step.label) for step in graph.steps), default=0)
     label = {step.step_id: step.label for step in graph.steps}
+    task_width = max((len(", ".join(step.task_ids)) for step in graph.steps), default=0)
     for number, step in enumerate(graph.steps, 1):
         parts = []
         if step.waits_for:
@@ -341,7 +342,7 @@ def render_text(graph: PlanGraph, durations: Mapping[str, float] | None = None) 
         if only_after:
             parts.append("after " + ", ".join(label[a] for a in only_after) + " ends")
         note = "; ".join(parts) or "starts at once"
-        lines.append(f"  {number}. {step.label:<{width}}  {', '.join(step.task_ids)}  [{note}]")
+        lines.append(f"  {number}. {step.label:<{width}}  {', '.join(step.task_ids):<{task_width}}  [{note}]")
         if step.step_id in graph.blocked:
             lines.append(f"     never runs: {graph.blocked[step.step_id]}")
     path = critical_path(graph, durations)

@@ -139,10 +139,10 @@ def test_dry_run_rendering_text_and_json() -> None:
     assert render_text(graph, ISSUE_DURATIONS) == [
         "plan: 6 tasks in 5 steps",
         "  1. A                a1, a2  [starts at once]",
-        "  2. B                b1  [waits for A]",
-        "  3. C                c1  [starts at once]",
-        "  4. s1 (sequential)  s1  [starts at once]",
-        "  5. s2 (sequential)  s2  [waits for s1 (sequential)]",
+        "  2. B                b1      [waits for A]",
+        "  3. C                c1      [starts at once]",
+        "  4. s1 (sequential)  s1      [starts at once]",
+        "  5. s2 (sequential)  s2      [waits for s1 (sequential)]",
         "critical path (8 s): A -> B",
     ]
     document = graph.to_dict(ISSUE_DURATIONS)
