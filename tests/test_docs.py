@@ -141,7 +141,8 @@ def test_the_guide_runs_from_start_to_end(tmp_path: Path) -> None:
     assert "6 tasks: 2 parallel groups, 1 sequential" in text
     assert "Parallel Group backend: completed, 3/3 tasks completed" in text
     assert "execute exited 143" in text
-    assert "plan: " in text and "_sequential" in text
+    assert "plan: " in text and "(sequential)" in text and "critical path" in text
+    assert (tmp_path / "plan.html").is_file() and (tmp_path / "backend.html").is_file()
     assert '"session_id"' in text and '"total_cost_usd"' in text
     assert "completed 3/3 group_started group_finished" in text
     prompt = (demo / ".flow/maestro/parallel_groups/claude/prompts/api-3.md").read_text()

@@ -41,7 +41,7 @@ _PAD = 110  # px right of the axis, for labels past the last moment
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1f2328;background:#fafbfc}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 6px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 6px}section>h2:first-child{margin-top:4px}
 .meta{color:#57606a;margin:0 0 12px}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;color:#fff;font-size:12px;vertical-align:middle}
 .problems{background:#fff4e5;border:1px solid #f0b429;border-radius:6px;padding:8px 12px;margin:10px 0}
