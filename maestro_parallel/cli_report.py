@@ -8,10 +8,19 @@ from pathlib import Path
 
 import click
 
-from .cli import EXIT_FAILED, EXIT_OK, AppState, CliError, _check_group_id, _emit_json, _json_option, pass_state
+from .cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    AppState,
+    CliError,
+    _check_group_id,
+    _emit_json,
+    _json_option,
+    pass_state,
+)
+from .planfile import plan_file
 from .report import build_report, write_report
 from .report.load import GROUPS_FOLDER
-from .planfile import plan_file
 
 __all__ = ("report_command",)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import agent_config, task, write_config
 
-from conftest import task, write_config, agent_config
 from maestro_parallel.cli import main
 from maestro_parallel.models import GroupMetadata
 from maestro_parallel.report.html import render_group_report, render_plan_report

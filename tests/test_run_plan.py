@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-
 from conftest import runs, task
+
 from maestro_parallel.cli import main
 
 

@@ -294,13 +294,13 @@ def _plan_timeline(plan: PlanView, now: float) -> str:
     for step in plan.steps:
         if step.step_id not in bars:
             continue
-        x1, _, y = bars[step.step_id]
+        x1, _, y_mid = bars[step.step_id]
         for target in step.waits_for:
             if target in bars and target in rows:
                 _, tx2, ty = bars[target]
                 critical = step.critical and target in plan.critical_path
                 colour = "#f2b705" if critical else "#57606a"
-                out.append(f'<path d="M{tx2:.1f},{ty:.1f} C{tx2 + 20:.1f},{ty:.1f} {x1 - 20:.1f},{y:.1f} {x1:.1f},{y:.1f}" '
+                out.append(f'<path d="M{tx2:.1f},{ty:.1f} C{tx2 + 20:.1f},{ty:.1f} {x1 - 20:.1f},{y_mid:.1f} {x1:.1f},{y_mid:.1f}" '
                            f'fill="none" stroke="{colour}" stroke-width="{2 if critical else 1.2}" marker-end="url(#arrow)"/>')
     out.append("</svg>")
     return "".join(out)

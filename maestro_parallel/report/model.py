@@ -168,18 +168,19 @@ def build_group_view(
         elif name == "task_blocked" and (t := task(event.get("task_id"))):
             t.status, t.error = "blocked", _text(event.get("error"))
         elif name == "task_started" and (t := task(event.get("task_id"))) and at is not None:
-            number = event.get("attempt") if isinstance(event.get("attempt"), int) else len(t.attempts) + 1
-            t.attempts.append(Attempt(number, at))
+            attempt = event.get("attempt")
+            t.attempts.append(Attempt(attempt if isinstance(attempt, int) else len(t.attempts) + 1, at))
             t.status, t.error = "in_progress", None
         elif name == "task_retry" and (t := task(event.get("task_id"))):
             t.retries += 1
         elif name == "task_finished" and (t := task(event.get("task_id"))):
-            status = event.get("status") if event.get("status") in ("completed", "failed") else "failed"
+            status = str(event.get("status")) if event.get("status") in ("completed", "failed") else "failed"
             t.status, t.error = status, _text(event.get("error"))
             if t.attempts and t.attempts[-1].end is None:
                 last = t.attempts[-1]
                 last.end, last.status, last.error = at, status, t.error
-                last.exit_code = event.get("exit_code") if isinstance(event.get("exit_code"), int) else None
+                code = event.get("exit_code")
+                last.exit_code = code if isinstance(code, int) else None
             _take_extras(t, event.get("extra"))
         elif name == "tests_finished":
             view.tests = TestGate(str(event.get("status")), at, _text(event.get("error")), _text(event.get("log_path")))
@@ -313,7 +314,8 @@ class PlanView:
 
 def build_plan_view(document: Mapping[str, Any], groups: Mapping[str, GroupView], problems: Iterable[str] = ()) -> PlanView:
     """A plan's report from its record (``plan.json``) and the views of its steps' groups."""
-    path = document.get("critical_path") if isinstance(document.get("critical_path"), Mapping) else {}
+    raw_path = document.get("critical_path")
+    path: Mapping[str, Any] = raw_path if isinstance(raw_path, Mapping) else {}
     critical = [str(s) for s in path.get("steps", []) if isinstance(s, str)]
     steps: list[PlanStepView] = []
     for raw in document.get("steps", []):
