@@ -23,10 +23,7 @@ from conftest import runs, task
 from maestro_parallel import AsyncParallelCoordinator, load_config
 from maestro_parallel.cli import main
 from maestro_parallel.config import Config, config_template, loads_config
-from maestro_parallel.errors import ValidationError
-from maestro_parallel.plan import find_cycle, next_step, plan_run
 from maestro_parallel.progress import LiveProgress, describe_event
-from maestro_parallel.tasks import parse_tasks
 from maestro_parallel.trackers import LocalTracker
 
 
@@ -61,41 +58,6 @@ PLAN = [
     task("late", group="late", dependencies=["s2"]),
     seq("free"),
 ]
-
-
-def records(tasks: list[dict[str, Any]]) -> list[Any]:
-    return parse_tasks(tasks)
-
-
-def test_the_plan_puts_groups_first_and_honours_dependencies() -> None:
-    plan = plan_run(records(PLAN))
-    assert [(s.group_id, s.runs) for s in plan.steps] == [
-        ("backend", ("b1", "b2")),
-        ("frontend", ("f1",)),
-        ("_sequential", ("s1", "free")),
-        ("_sequential", ("s2",)),
-        ("late", ("late",)),
-    ]
-    assert plan.unreachable == {}
-
-
-def test_the_plan_names_what_can_never_run() -> None:
-    plan = plan_run(records([task("a", dependencies=["ghost"]), task("b")]))
-    assert [s.runs for s in plan.steps] == [("b",)]
-    assert plan.unreachable == {"a": ("ghost",)}
-
-
-def test_a_dependency_cycle_is_named() -> None:
-    cyclic = records([task("a", dependencies=["c"]), seq("b", dependencies=["a"]), seq("c", dependencies=["b"])])
-    assert find_cycle(cyclic) in (["a", "c", "b", "a"], ["c", "b", "a", "c"], ["b", "a", "c", "b"])
-    with pytest.raises(ValidationError, match=r"dependency cycle: \w -> \w -> \w -> \w"):
-        plan_run(cyclic)
-
-
-def test_next_step_skips_failed_tasks_and_what_is_done() -> None:
-    plan = records(PLAN)
-    assert next_step(plan, done={"b1", "b2"}, skip=()).group_id == "frontend"
-    assert next_step(plan, done={"b1", "b2", "f1"}, skip={"s1", "free"}) is None
 
 
 # --------------------------------------------------------------------------- run
