@@ -47,7 +47,7 @@ def spans(repo: Path) -> dict[str, tuple[float, float]]:
     return {t: (starts[t], ends[t]) for t in starts if t in ends}
 
 
-# --------------------------------------------------------------------------- the plan (pure)
+# --------------------------------------------------------------------------- a plan
 
 PLAN = [
     task("b1", group="backend"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import sys
+import time
 import subprocess
 import zlib
 from pathlib import Path
@@ -249,3 +251,30 @@ def test_a_blank_page_would_fail_the_variety_check(tmp_path: Path) -> None:
     shot = tmp_path / "blank.png"
     chromium(f"--screenshot={shot}", "--window-size=1100,900", blank.as_uri(), tmp=tmp_path)
     assert png_variety(shot.read_bytes())[2] <= 40
+
+
+def test_watch_follows_a_running_group_to_its_end(repo: Path) -> None:
+    path = repo / "tasks.json"
+    path.write_text(json.dumps([task("slow-1", "sleep=1.5"), task("quick-1")]))
+    cli = [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo)]
+    runner = subprocess.Popen([*cli, "execute", "--group-id", "g", "--tasks-file", str(path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        journal = repo / ".flow" / "maestro" / "parallel_groups" / "g" / "events.jsonl"
+        deadline = time.monotonic() + 30
+        while b'"task_started"' not in (journal.read_bytes() if journal.exists() else b""):  # the group is running
+            assert time.monotonic() < deadline and runner.poll() is None
+            time.sleep(0.05)
+        out = repo / "watch.html"
+        watcher = subprocess.run([*cli, "report", "--group-id", "g", "--output", str(out), "--watch", "--json"],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert runner.wait(timeout=30) == 0
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert watcher.returncode == 0, watcher.stderr
+    assert json.loads(watcher.stdout)["running"] is True  # the first picture was of a running group
+    assert "(the run has ended)" in watcher.stderr
+    final = out.read_text()
+    assert "http-equiv" not in final and 'id="task-slow-1"' in final and "still running" not in final
