@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from conftest import runs, task
+from conftest import pid_alive, runs, task
 
 from maestro_parallel.cli import main
 
@@ -142,3 +142,16 @@ def test_agent_budget_caps_agents_across_steps(repo: Path) -> None:
         running += change
         peak = max(peak, running)
     assert peak == 2
+
+
+def test_halt_on_failure_stops_a_running_step_and_its_agents(repo: Path) -> None:
+    plan = [task("bad", "exit=1", group="one"), task("slow", "sleep=30", group="two")]
+    result = invoke(repo, "run", "--tasks-file", write(repo, plan), "--concurrent-steps", "--halt-on-failure", "--json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert [(s["step"], s["status"]) for s in document["steps"]] == [("one", "failed"), ("two", "halted")]
+    slow = [e for e in runs(repo) if e["task"] == "slow"]
+    assert all(e["event"] == "start" for e in slow)  # it never got to its end (maybe not even to its start)
+    assert not any(pid_alive(e["pid"]) for e in slow)
+    status = json.loads(invoke(repo, "status", "--group-id", "two", "--json").stdout)
+    assert status["status"] == "failed" and status["results"][0]["error"] == "interrupted"
