@@ -117,7 +117,8 @@ def run_command(
     done = {r.task_id for r in records if r.done} | anyio.run(closed_in_stored_groups, state.repo_root)
     pending = [r for r in taking_part if r.task_id not in done]
     try:
-        graph = build_graph(pending, done)
+        outside = {r.task_id: r.tracker_status for r in records if not r.takes_part and not r.done}
+        graph = build_graph(pending, done, outside=outside)
     except ValidationError as exc:
         raise CliError(str(exc)) from exc
     durations = _durations(pending)
@@ -236,7 +237,22 @@ class _PlanRecord:
         else:
             entry["ended_at"] = utc_now()
             self.state.progress(f"step {self.graph.step(report.step_id).label}: {report.status.value} ({report.detail})")
+            waiting = self._waiting()
+            if waiting:
+                self.state.progress("  waiting: " + "; ".join(waiting))
         self._write()
+
+    def _waiting(self) -> list[str]:
+        """Each step not started yet, with the steps it still waits for."""
+        label = {step.step_id: step.label for step in self.graph.steps}
+        ended = {sid for sid, entry in self.times.items() if entry.get("status") not in (None, "waiting", "running")}
+        lines = []
+        for step in self.graph.steps:
+            if step.step_id in self.times:
+                continue
+            pending = [label[w] for w in (*step.waits_for, *step.after) if w not in ended]
+            lines.append(f"{step.label} for {', '.join(dict.fromkeys(pending))}" if pending else f"{step.label} (ready)")
+        return lines
 
     def finish(self, reports: dict[str, StepReport]) -> None:
         for sid, report in reports.items():

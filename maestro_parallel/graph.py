@@ -136,11 +136,14 @@ def build_graph(
     done: Iterable[str] = (),
     *,
     groups: Mapping[str, str] | None = None,
+    outside: Mapping[str, str] | None = None,
 ) -> PlanGraph:
     """The plan of ``records`` (the tasks still to run) as steps; ``done``: ids already closed.
 
     ``groups`` maps task ids to group ids, for callers that assign groups
-    themselves; otherwise the ``[P:Group-<id>]`` marker decides.  Raises
+    themselves; otherwise the ``[P:Group-<id>]`` marker decides.  ``outside``
+    names tasks that exist but take no part (id -> tracker status, e.g. a
+    deferred bead), so a step waiting on one says so rather than "exists nowhere".  Raises
     :class:`ValidationError` for a group id that is invalid or is the reserved
     ``_sequential``, for duplicate task ids, and for a dependency cycle (named).
     """
@@ -201,9 +204,15 @@ def build_graph(
         after[later].append(before)
 
     blocked: dict[str, str] = {}
+    known = outside or {}
     for sid in topo:
         if missing[sid]:
-            blocked[sid] = "waits for a task that exists nowhere: " + ", ".join(missing[sid])
+            nowhere = [dep for dep in missing[sid] if dep not in known]
+            elsewhere = [f"{dep} ({known[dep]})" for dep in missing[sid] if dep in known]
+            reasons_text = ([f"waits for a task that exists nowhere: {', '.join(nowhere)}"] if nowhere else []) + (
+                [f"waits for a task outside the plan: {', '.join(elsewhere)}"] if elsewhere else []
+            )
+            blocked[sid] = "; ".join(reasons_text)
         else:
             stuck = [w for w in waits[sid] if w in blocked]
             if stuck:

@@ -83,6 +83,13 @@ def test_a_missing_task_blocks_its_step_and_what_depends_on_it_only() -> None:
     assert graph.dependents("P") == ["Q"]
 
 
+def test_a_task_outside_the_plan_is_named_with_its_status() -> None:
+    graph = build_graph([task("p", "P", ("later", "ghost"))], outside={"later": "deferred"})
+    assert graph.blocked == {
+        "P": "waits for a task that exists nowhere: ghost; waits for a task outside the plan: later (deferred)"
+    }
+
+
 @pytest.mark.parametrize(
     ("records", "message"),
     [

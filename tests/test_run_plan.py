@@ -155,3 +155,10 @@ def test_halt_on_failure_stops_a_running_step_and_its_agents(repo: Path) -> None
     assert not any(pid_alive(e["pid"]) for e in slow)
     status = json.loads(invoke(repo, "status", "--group-id", "two", "--json").stdout)
     assert status["status"] == "failed" and status["results"][0]["error"] == "interrupted"
+
+
+def test_progress_names_the_waiting_steps_and_what_they_wait_for(repo: Path) -> None:
+    plan = [task("a", group="A"), task("b", group="B", dependencies=["a"]), seq("s1"), seq("s2")]
+    result = invoke(repo, "run", "--tasks-file", write(repo, plan))
+    assert result.exit_code == 0, result.stderr
+    assert "step A: completed (1/1 completed)\n  waiting: B (ready); s1 (sequential) (ready); s2 (sequential) for s1 (sequential)\n" in result.stderr
