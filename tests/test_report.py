@@ -153,6 +153,7 @@ def test_report_command_exit_codes_and_json(repo: Path) -> None:
     assert document["problems"] == [] and document["running"] is False
     html = path.read_text()
     assert "ok-1" in html and "bad-1" in html and "hello" in html  # the log tail
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700  # it quotes logs
     out = repo / "out" / "r.html"
     people = invoke(repo, "report", "--group-id", "g", "--output", str(out))
     assert people.exit_code == 0 and people.stdout.strip() == str(out) and out.is_file()
