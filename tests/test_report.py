@@ -279,3 +279,19 @@ def test_watch_follows_a_running_group_to_its_end(repo: Path) -> None:
     assert "(the run has ended)" in watcher.stderr
     final = out.read_text()
     assert "http-equiv" not in final and 'id="task-slow-1"' in final and "still running" not in final
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does it in CI)")
+def test_a_plan_report_renders_in_a_real_chromium(repo: Path, tmp_path: Path) -> None:
+    tasks = [task("a1", "sleep=0.3", group="A"), task("a2", group="A"), task("b1", group="B", dependencies=["a1"]),
+             task("p1", group="P", dependencies=["ghost"]), {"id": "s1", "title": "s1", "description": "exit=4"}]
+    (repo / "tasks.json").write_text(json.dumps(tasks))
+    assert invoke(repo, "run", "--tasks-file", str(repo / "tasks.json"), "--concurrent-steps").exit_code == 1
+    page = Path(json.loads(invoke(repo, "report", "--plan", "--json").stdout)["path"]).as_uri()
+    shot = tmp_path / "plan.png"
+    chromium(f"--screenshot={shot}", "--window-size=1100,900", page, tmp=tmp_path)
+    assert png_variety(shot.read_bytes())[2] > 40
+    dom = chromium("--dump-dom", page, tmp=tmp_path).stdout.decode()
+    for task_id in ("a1", "a2", "b1", "p1", "s1"):
+        assert f"<code>{task_id}</code>" in dom
+    assert "waits for a task that exists nowhere: ghost" in dom and 'aria-label="plan timeline"' in dom
