@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from conftest import pid_alive, runs, task
+from conftest import agent_config, pid_alive, runs, task, write_config
 
 from maestro_parallel.cli import main
 
@@ -162,3 +162,17 @@ def test_progress_names_the_waiting_steps_and_what_they_wait_for(repo: Path) -> 
     result = invoke(repo, "run", "--tasks-file", write(repo, plan))
     assert result.exit_code == 0, result.stderr
     assert "step A: completed (1/1 completed)\n  waiting: B (ready); s1 (sequential) (ready); s2 (sequential) for s1 (sequential)\n" in result.stderr
+
+
+def test_plan_caps_come_from_the_config(repo: Path) -> None:
+    write_config(repo, agent_config(extra="[plan]\nmax_parallel_groups = 2\nmax_agents = 1\n"))
+    plan = [task(f"{g}1", "sleep=0.2", group=g) for g in ("X", "Y", "Z")]
+    result = invoke(repo, "run", "--tasks-file", write(repo, plan), "--concurrent-steps", "--json")
+    assert result.exit_code == 0, result.stderr
+    ordered = sorted(spans(repo).values())
+    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))  # one agent at a time
+
+    write_config(repo, agent_config(extra="[plan]\nmax_agents = -1\n"))
+    refused = invoke(repo, "run", "--tasks-file", str(repo / "tasks.json"))
+    assert refused.exit_code == 2
+    assert "[plan].max_agents must be an integer >= 0, got -1" in refused.stderr
