@@ -631,3 +631,6 @@ def wait(state: AppState, group_id: str, timeout: float, as_json: bool) -> int:
 
 # The other commands live in their own modules; importing them registers them on `main`.
 from . import cli_run, cli_tools  # noqa: E402,F401
+from . import cli_report  # noqa: E402
+
+main.add_command(cli_report.report_command)  # type: ignore[has-type]  # (an import cycle mypy cannot order)

@@ -1,4 +1,4 @@
-"""``maestro-parallel run``: the whole plan, every group and sequential task in dependency order."""
+"""``maestro-parallel run``: the whole plan as a graph, each step as soon as what it waits for is closed."""
 
 from __future__ import annotations
 
@@ -27,33 +27,64 @@ from .cli import (
     main,
     pass_state,
 )
+from .config import Config
 from .coordinator import AsyncParallelCoordinator
 from .errors import MaestroError, ValidationError
+from .graph import PlanGraph, PlanStep, build_graph, estimated_seconds, render_text
 from .markers import SEQUENTIAL
-from .models import GroupMetadata, TaskStatus
-from .plan import Plan, next_step, plan_run
+from .models import GroupMetadata, TaskStatus, utc_now
+from .planfile import write_plan_file
+from .scheduler import PlanLimits, StepOutcome, StepReport, StepStatus, run_plan
 from .tasks import TaskRecord
 from .trackers.local import closed_in_stored_groups
 
-__all__ = ("run_command",)
+__all__ = ("run_command", "step_document")
+
+_STEP_STATUS = {
+    TaskStatus.COMPLETED: StepStatus.COMPLETED,
+    TaskStatus.BLOCKED: StepStatus.BLOCKED,
+}
 
 
-def _print_plan(plan: Plan, total: int) -> None:
-    click.echo(f"plan: {total} task{'s' * (total != 1)} in {len(plan.steps)} step{'s' * (len(plan.steps) != 1)}")
-    width = max((len(step.group_id) for step in plan.steps), default=0)
-    for number, step in enumerate(plan.steps, 1):
-        note = "  (one at a time)" if step.group_id == SEQUENTIAL else ""
-        click.echo(f"  {number}. {step.group_id:<{width}}  {', '.join(step.runs)}{note}")
-    for task_id, blockers in plan.unreachable.items():
-        click.echo(f"  never runs: {task_id} (waits on {', '.join(blockers) or 'nothing it can reach'})")
+def step_document(step: PlanStep, report: StepReport) -> dict[str, Any]:
+    """A step's report: its own tasks only (a sequential step never shows the other sequential tasks)."""
+    document: dict[str, Any] = {
+        "step": step.step_id,
+        "group_id": step.group_id,
+        "tasks": list(step.task_ids),
+        "waits_for": list(step.waits_for),
+        "status": report.status.value,
+        "detail": report.detail,
+    }
+    meta = report.value
+    if isinstance(meta, GroupMetadata):
+        own = set(step.task_ids)
+        group = _group_document(meta)
+        group["results"] = [r for r in group["results"] if r.get("task_id") in own]
+        group["tasks"] = [t for t in group["tasks"] if t in own]
+        group["errors"] = [e for e in group["errors"] if not _about_other_task(e, own, meta)]
+        document["group"] = group
+    return document
+
+
+def _about_other_task(error: str, own: set[str], meta: GroupMetadata) -> bool:
+    task_id = error.split(":", 1)[0]
+    return task_id in meta.tasks and task_id not in own
 
 
 @main.command(name="run")
 @click.option("--tasks-file", metavar="FILE", help="A tasks.json file, or - for standard input.")
 @click.option("--from-beads", is_flag=True, help="Read the tasks from the beads tracker (bd).")
 @_run_options
-@click.option("--keep-going", is_flag=True, help="Go on after a failed step (what depends on it stays undone).")
-@click.option("--dry-run", is_flag=True, help="Print the plan; run and write nothing.")
+@click.option("--keep-going", is_flag=True, help="Go on after a failed step (the default; kept for scripts).")
+@click.option("--max-parallel-groups", type=click.IntRange(min=0), help="At most N steps at once (0: no cap).")
+@click.option("--max-agents", type=click.IntRange(min=0), help="At most N agents at once across the plan (0: no cap).")
+@click.option(
+    "--concurrent-steps",
+    is_flag=True,
+    help="Run ready steps at the same time although they share one working tree.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the steps, what each waits for and the critical path; run nothing.")
 @_json_option
 @pass_state
 def run_command(
@@ -62,15 +93,20 @@ def run_command(
     from_beads: bool,
     halt_on_failure: bool,
     keep_going: bool,
+    max_parallel_groups: int | None,
+    max_agents: int | None,
+    concurrent_steps: bool,
     dry_run: bool,
     as_json: bool,
     **flags: Any,
 ) -> int:
-    """Run the whole plan: every group, then the sequential tasks, as dependencies allow.
+    """Run the whole plan: each group (its tasks at once) and each sequential task is a step.
 
-    Each step executes one group (its ready tasks at once) or the reserved group
-    _sequential (its ready tasks one at a time).  The run stops at the first
-    failed step unless --keep-going.  Exit codes: 0 everything completed,
+    A step starts as soon as every task it depends on outside itself is closed;
+    sequential tasks run one at a time relative to each other.  All agents share
+    the repository's working tree, so steps run one at a time unless
+    --concurrent-steps.  A failed step stops only what depends on it
+    (--halt-on-failure stops everything).  Exit codes: 0 everything completed,
     1 a step failed, 2 bad input or a dependency cycle, 3 some tasks could not
     run (blocked), 4 a group is busy, 130/143 interrupted.
     """
@@ -79,47 +115,177 @@ def run_command(
     records = _load_records(tracker)
     taking_part = [r for r in records if r.takes_part]
     done = {r.task_id for r in records if r.done} | anyio.run(closed_in_stored_groups, state.repo_root)
+    pending = [r for r in taking_part if r.task_id not in done]
     try:
-        plan = plan_run(taking_part, done)
+        outside = {r.task_id: r.tracker_status for r in records if not r.takes_part and not r.done}
+        graph = build_graph(pending, done, outside=outside)
     except ValidationError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc)) from exc
+    durations = _durations(pending)
     if dry_run:
         if as_json:
-            _emit_json({"total_tasks": len(taking_part), **plan.to_dict()})
+            _emit_json({"total_tasks": len(pending), **graph.to_dict(durations)})
         else:
-            _print_plan(plan, len(taking_part))
+            for line in render_text(graph, durations):
+                click.echo(line)
         return EXIT_OK
-    if not taking_part:
+    if not pending:
         state.progress(f"nothing to run in {source}")
         if as_json:
             _emit_json({"status": "completed", "steps": [], "remaining": []})
         return EXIT_OK
 
+    limits = PlanLimits(
+        max_parallel_steps=max_parallel_groups if max_parallel_groups is not None else config.plan.max_parallel_groups,
+        max_agents=max_agents if max_agents is not None else config.plan.max_agents,
+        halt_on_failure=halt_on_failure,
+        one_at_a_time=not concurrent_steps,
+    )
+    by_id = {r.task_id: r for r in records}
     with _progress(state) as on_event:
-        parallel = AsyncParallelCoordinator(state.repo_root, config=config, tracker=tracker, on_event=on_event)
-        sequential = AsyncParallelCoordinator(
-            state.repo_root, config=config.with_overrides(max_parallel=1), tracker=tracker, on_event=on_event
+        coordinator = AsyncParallelCoordinator(
+            state.repo_root, config=_capped(config, limits.max_agents), tracker=tracker, on_event=on_event
         )
+        record = _PlanRecord(state, graph, durations)
 
-        async def body(received: list[int]) -> list[GroupMetadata]:
-            return await _run_steps(
-                taking_part, done, parallel, sequential, received, keep_going=keep_going, halt=halt_on_failure
-            )
+        async def body(received: list[int]) -> dict[str, StepReport]:
+            async def run_step(step: PlanStep) -> StepOutcome:
+                if received:
+                    return StepOutcome(StepStatus.HALTED, "interrupted before it started")
+                return await _execute_step(coordinator, step, by_id, halt=halt_on_failure)
+
+            return await run_plan(graph, run_step, limits=limits, durations=durations, on_change=record.changed)
 
         try:
-            steps, received = _run_with_signals(state, [parallel, sequential], body)
+            reports, received = _run_with_signals(state, [coordinator], body)
         except MaestroError as exc:
             _raise_for(exc)
-    remaining = [r.task_id for r in taking_part if r.task_id not in _finished(done, steps)]
-    failed = any(meta.status is TaskStatus.FAILED for meta in steps)
+        record.finish(reports)
+    return _print_outcome(graph, reports, received, as_json)
+
+
+def _durations(records: list[TaskRecord]) -> dict[str, float] | None:
+    known = {r.task_id: estimated_seconds(r) for r in records}
+    return {k: v for k, v in known.items() if v is not None} if any(v is not None for v in known.values()) else None
+
+
+def _capped(config: Config, max_agents: int) -> Config:
+    """The agent budget also bounds each group's own launches (a group larger than the budget queues)."""
+    if max_agents <= 0 or (0 < config.agent.max_parallel <= max_agents):
+        return config
+    return config.with_overrides(max_parallel=max_agents)
+
+
+async def _execute_step(
+    coordinator: AsyncParallelCoordinator, step: PlanStep, by_id: dict[str, TaskRecord], *, halt: bool
+) -> StepOutcome:
+    """Run one step through the coordinator; its own tasks decide its outcome.
+
+    A sequential step executes under ``_sequential`` with the sequential tasks
+    completed before it (kept, not run again: they stay closed in that group's
+    state); a group whose tasks depend on each other is executed again while
+    that makes progress.
+    """
+    tasks = list(step.tasks)
+    if step.sequential:
+        previous = await coordinator.get_group(SEQUENTIAL)
+        if previous is not None:
+            kept = [
+                by_id[r["task_id"]]
+                for r in previous.results
+                if r.get("status") == "completed" and r["task_id"] in by_id and r["task_id"] not in step.task_ids
+            ]
+            tasks = kept + tasks
+    own = set(step.task_ids)
+    completed_before = -1
+    while True:
+        meta = await coordinator.execute_parallel_group(tasks, step.group_id, halt_on_failure=halt)
+        completed = sum(r.get("status") == "completed" for r in meta.results if r["task_id"] in own)
+        if meta.status is not TaskStatus.BLOCKED or completed in (completed_before, len(own)):
+            break
+        completed_before = completed
+    results = [r for r in meta.results if r["task_id"] in own]
+    statuses = {r.get("status") for r in results}
+    if "failed" in statuses:
+        status = StepStatus.FAILED
+    elif statuses == {"completed"} and meta.status is TaskStatus.COMPLETED:
+        status = StepStatus.COMPLETED
+    else:
+        status = _STEP_STATUS.get(meta.status, StepStatus.FAILED)
+    counted = sum(r.get("status") == "completed" for r in results)
+    detail = f"{counted}/{len(results)} completed"
+    return StepOutcome(status, detail, meta)
+
+
+class _PlanRecord:
+    """Keeps ``.flow/maestro/plan.json`` and the step lines on stderr up to date."""
+
+    def __init__(self, state: AppState, graph: PlanGraph, durations: dict[str, float] | None) -> None:
+        self.state = state
+        self.graph = graph
+        self.document: dict[str, Any] = {"schema": 1, "started_at": utc_now(), "status": "in_progress", **graph.to_dict(durations)}
+        self.times: dict[str, dict[str, Any]] = {}
+        self._write()
+
+    def changed(self, report: StepReport) -> None:
+        entry = self.times.setdefault(report.step_id, {})
+        entry["status"] = report.status.value
+        entry["detail"] = report.detail
+        if report.status is StepStatus.RUNNING:
+            entry["started_at"] = utc_now()
+            self.state.progress(f"step {self.graph.step(report.step_id).label}: started")
+        else:
+            entry["ended_at"] = utc_now()
+            self.state.progress(f"step {self.graph.step(report.step_id).label}: {report.status.value} ({report.detail})")
+            waiting = self._waiting()
+            if waiting:
+                self.state.progress("  waiting: " + "; ".join(waiting))
+        self._write()
+
+    def _waiting(self) -> list[str]:
+        """Each step not started yet, with the steps it still waits for."""
+        label = {step.step_id: step.label for step in self.graph.steps}
+        ended = {sid for sid, entry in self.times.items() if entry.get("status") not in (None, "waiting", "running")}
+        lines = []
+        for step in self.graph.steps:
+            if step.step_id in self.times:
+                continue
+            pending = [label[w] for w in (*step.waits_for, *step.after) if w not in ended]
+            lines.append(f"{step.label} for {', '.join(dict.fromkeys(pending))}" if pending else f"{step.label} (ready)")
+        return lines
+
+    def finish(self, reports: dict[str, StepReport]) -> None:
+        for sid, report in reports.items():
+            entry = self.times.setdefault(sid, {})
+            entry["status"], entry["detail"] = report.status.value, report.detail
+        statuses = {r.status for r in reports.values()}
+        self.document["status"] = "completed" if statuses <= {StepStatus.COMPLETED} else (
+            "failed" if StepStatus.FAILED in statuses else "blocked"
+        )
+        self.document["completed_at"] = utc_now()
+        self._write()
+
+    def _write(self) -> None:
+        for step in self.document["steps"]:
+            step.update(self.times.get(step["step"], {"status": "waiting"}))
+        try:
+            write_plan_file(self.state.repo_root, self.document)
+        except OSError as exc:
+            self.state.progress(f"warning: could not write the plan record: {exc.strerror or exc}")
+
+
+def _print_outcome(graph: PlanGraph, reports: dict[str, StepReport], received: list[int], as_json: bool) -> int:
+    documents = [step_document(step, reports[step.step_id]) for step in graph.steps]
+    statuses = [reports[s.step_id].status for s in graph.steps]
+    remaining = [t for step in graph.steps if reports[step.step_id].status is not StepStatus.COMPLETED for t in step.task_ids]
+    failed = StepStatus.FAILED in statuses
     status = "failed" if failed else ("blocked" if remaining else "completed")
     if as_json:
-        _emit_json({"status": status, "steps": [_group_document(m) for m in steps], "remaining": remaining})
+        _emit_json({"status": status, "steps": documents, "remaining": remaining})
     else:
-        for meta in steps:
-            done_count = sum(r.get("status") == "completed" for r in meta.results)
-            click.echo(f"{meta.group_id}: {meta.status.value} ({done_count}/{len(meta.results)} completed)")
-            for error in meta.errors:
+        for step, document in zip(graph.steps, documents):
+            click.echo(f"{step.label}: {document['status']}" + (f" ({document['detail']})" if document["detail"] else ""))
+            for error in document.get("group", {}).get("errors", []):
                 click.echo(f"  error: {error}")
         click.echo(f"plan {status}" + (f"; not run: {', '.join(remaining)}" if remaining else ""))
     exit_code = _signal_exit(received)
@@ -127,38 +293,3 @@ def run_command(
         return exit_code
     return EXIT_FAILED if failed else (EXIT_BLOCKED if remaining else EXIT_OK)
 
-
-def _finished(done: set[str], steps: list[GroupMetadata]) -> set[str]:
-    finished = set(done)
-    for meta in steps:
-        finished.update(r["task_id"] for r in meta.results if r.get("status") == "completed" and r.get("closed"))
-    return finished
-
-
-async def _run_steps(
-    records: list[TaskRecord],
-    done: set[str],
-    parallel: AsyncParallelCoordinator,
-    sequential: AsyncParallelCoordinator,
-    received: list[int],
-    *,
-    keep_going: bool,
-    halt: bool,
-) -> list[GroupMetadata]:
-    """Execute one step after another, planning each from what really happened."""
-    steps: list[GroupMetadata] = []
-    skip: set[str] = set()
-    while not received:
-        finished = _finished(done, steps)
-        step = next_step(records, finished, skip)
-        if step is None:
-            break
-        coordinator = sequential if step.group_id == SEQUENTIAL else parallel
-        meta = await coordinator.execute_parallel_group(list(step.tasks), step.group_id, halt_on_failure=halt)
-        steps.append(meta)
-        if meta.status is TaskStatus.FAILED and not keep_going:
-            break
-        newly = _finished(done, steps)
-        skip.update(r["task_id"] for r in meta.results if r.get("status") == "failed")
-        skip.update(task_id for task_id in step.runs if task_id not in newly)  # never loop on a step that did nothing
-    return steps

@@ -36,6 +36,7 @@ __all__ = (
     "TRACKER_KINDS",
     "AgentSettings",
     "Config",
+    "PlanConfig",
     "Preset",
     "RefreshConfig",
     "SkillsConfig",
@@ -135,6 +136,14 @@ class TrackerConfig:
     actor: str = ""  # empty: maestro-parallel@<hostname>
     call_timeout_seconds: float = 30.0
     poll_interval_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Caps of a whole-plan ``run``: steps and agents at once across the plan (0: none)."""
+
+    max_parallel_groups: int = 0
+    max_agents: int = 0
 
 
 # --------------------------------------------------------------------------- messages and keys
@@ -318,14 +327,16 @@ _TRACKER_SPEC: Mapping[str, _Check] = {
     "call_timeout_seconds": _seconds(positive=True),
     "poll_interval_seconds": _seconds(positive=True),
 }
+_PLAN_SPEC: Mapping[str, _Check] = {"max_parallel_groups": _count, "max_agents": _count}
 _SIMPLE_TABLES: Mapping[str, Mapping[str, _Check]] = {
     "agent": _AGENT_SPEC,
     "refresh": _REFRESH_SPEC,
     "tests": _TESTS_SPEC,
     "skills": _SKILLS_SPEC,
     "tracker": _TRACKER_SPEC,
+    "plan": _PLAN_SPEC,
 }
-_TABLES = ("agent", "agents", "refresh", "tests", "skills", "tracker", "detection")
+_TABLES = ("agent", "agents", "refresh", "tests", "skills", "tracker", "plan", "detection")
 
 
 def _suggest(name: str, candidates: Sequence[str], spell: Callable[[str], str]) -> str:
@@ -413,6 +424,7 @@ class Config:
     skills: SkillsConfig = SkillsConfig()
     tracker: TrackerConfig = TrackerConfig()
     detection: Mapping[str, tuple[str, ...]] | None = None  # None: the built-in keyword table
+    plan: PlanConfig = PlanConfig()
     source: str | None = None  # the file it came from, for messages
     agent_table: Mapping[str, Any] | None = field(default=None, repr=False)
 
@@ -537,6 +549,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config.toml") -> Con
         skills=SkillsConfig(**tables.get("skills", {})),
         tracker=TrackerConfig(**tables.get("tracker", {})),
         detection=detection,
+        plan=PlanConfig(**tables.get("plan", {})),
         source=source,
         agent_table=MappingProxyType(base),
     )
@@ -662,6 +675,10 @@ bd_command = {_toml(tracker.bd_command)}
 actor = {_toml(tracker.actor)}  # empty: maestro-parallel@<hostname>
 call_timeout_seconds = {_toml(tracker.call_timeout_seconds)}
 poll_interval_seconds = {_toml(tracker.poll_interval_seconds)}
+
+[plan]  # a whole-plan run
+max_parallel_groups = 0  # steps (groups, sequential tasks) running at once; 0: no cap
+max_agents = 0  # agents running at once across the plan; 0: no cap
 
 # [detection]  # replaces the built-in keyword table of subagent detection
 # backend-architect = ["api", "backend", "server", "database", "endpoint", "service"]

@@ -64,3 +64,18 @@ def test_quick_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
     after = results.read_bytes() if results.exists() else None
     assert after == before
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(180)
+def test_plan_benchmark_runs_and_prints_every_row() -> None:
+    """``benchmarks/plan.py`` at a tiny scale: it must run every plan to completion, not meet its target."""
+    results = RUN.parent / "RESULTS.md"
+    before = results.read_bytes()
+    done = subprocess.run([sys.executable, str(RUN.parent / "plan.py"), "--scale", "0.02"], capture_output=True,
+                          text=True, timeout=170, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    for row in ("| issue plan (5 steps) | run --concurrent-steps |", "| generated, 50 groups | run --concurrent-steps |",
+                "| issue plan (5 steps) | run (shared tree: one step at a time) |",
+                "| generated, 50 groups | scheduler alone (anyio.sleep steps) |"):
+        assert row in done.stdout
+    assert results.read_bytes() == before  # only --write touches it

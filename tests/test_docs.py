@@ -215,7 +215,7 @@ EXPECTED = {
                   '"session_id"', '"total_cost_usd"'],
     "docs/getting-started.md": ["6 tasks: 2 parallel groups, 1 sequential",
                                 "Parallel Group backend: completed, 3/3 tasks completed",
-                                "execute exited 143", "plan: ", "_sequential"],
+                                "execute exited 143", "plan: ", "(sequential)", "critical path"],
     "docs/how-to/claude-code.md": ['"session_id"', '"total_cost_usd"', "Use the `backend-architect` subagent",
                                    "## Skill: api-style"],
     "docs/how-to/codex.md": ["Parallel Group backend: completed, 3/3 tasks completed", '"session_id"'],

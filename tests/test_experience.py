@@ -23,10 +23,7 @@ from conftest import runs, task
 from maestro_parallel import AsyncParallelCoordinator, load_config
 from maestro_parallel.cli import main
 from maestro_parallel.config import Config, config_template, loads_config
-from maestro_parallel.errors import ValidationError
-from maestro_parallel.plan import find_cycle, next_step, plan_run
 from maestro_parallel.progress import LiveProgress, describe_event
-from maestro_parallel.tasks import parse_tasks
 from maestro_parallel.trackers import LocalTracker
 
 
@@ -50,7 +47,7 @@ def spans(repo: Path) -> dict[str, tuple[float, float]]:
     return {t: (starts[t], ends[t]) for t in starts if t in ends}
 
 
-# --------------------------------------------------------------------------- the plan (pure)
+# --------------------------------------------------------------------------- a plan
 
 PLAN = [
     task("b1", group="backend"),
@@ -63,41 +60,6 @@ PLAN = [
 ]
 
 
-def records(tasks: list[dict[str, Any]]) -> list[Any]:
-    return parse_tasks(tasks)
-
-
-def test_the_plan_puts_groups_first_and_honours_dependencies() -> None:
-    plan = plan_run(records(PLAN))
-    assert [(s.group_id, s.runs) for s in plan.steps] == [
-        ("backend", ("b1", "b2")),
-        ("frontend", ("f1",)),
-        ("_sequential", ("s1", "free")),
-        ("_sequential", ("s2",)),
-        ("late", ("late",)),
-    ]
-    assert plan.unreachable == {}
-
-
-def test_the_plan_names_what_can_never_run() -> None:
-    plan = plan_run(records([task("a", dependencies=["ghost"]), task("b")]))
-    assert [s.runs for s in plan.steps] == [("b",)]
-    assert plan.unreachable == {"a": ("ghost",)}
-
-
-def test_a_dependency_cycle_is_named() -> None:
-    cyclic = records([task("a", dependencies=["c"]), seq("b", dependencies=["a"]), seq("c", dependencies=["b"])])
-    assert find_cycle(cyclic) in (["a", "c", "b", "a"], ["c", "b", "a", "c"], ["b", "a", "c", "b"])
-    with pytest.raises(ValidationError, match=r"dependency cycle: \w -> \w -> \w -> \w"):
-        plan_run(cyclic)
-
-
-def test_next_step_skips_failed_tasks_and_what_is_done() -> None:
-    plan = records(PLAN)
-    assert next_step(plan, done={"b1", "b2"}, skip=()).group_id == "frontend"
-    assert next_step(plan, done={"b1", "b2", "f1"}, skip={"s1", "free"}) is None
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -105,10 +67,15 @@ def test_run_dry_run_prints_the_plan_and_writes_nothing(repo: Path) -> None:
     path = write_tasks(repo, PLAN)
     people = invoke(repo, "run", "--tasks-file", path, "--dry-run")
     assert people.exit_code == 0, people.stderr
-    assert "plan: 7 tasks in 5 steps" in people.stdout
-    assert "3. _sequential  s1, free  (one at a time)" in people.stdout
+    assert "plan: 7 tasks in 6 steps" in people.stdout
+    assert "3. s1 (sequential)    s1      [waits for backend]" in people.stdout
+    assert "4. s2 (sequential)    s2      [waits for s1 (sequential)]" in people.stdout
+    assert "6. free (sequential)  free    [after s2 (sequential) ends]" in people.stdout
+    assert "critical path (4 steps): backend -> s1 (sequential) -> s2 (sequential) -> late" in people.stdout
     document = json.loads(invoke(repo, "run", "--tasks-file", path, "--dry-run", "--json").stdout)
-    assert [s["group_id"] for s in document["steps"]] == ["backend", "frontend", "_sequential", "_sequential", "late"]
+    assert [s["step"] for s in document["steps"]] == [
+        "backend", "frontend", "_sequential:s1", "_sequential:s2", "late", "_sequential:free",
+    ]
     assert not (repo / ".flow" / "maestro" / "parallel_groups").exists()
     assert runs(repo) == []
 
@@ -119,7 +86,13 @@ def test_run_executes_the_whole_plan_in_order(repo: Path) -> None:
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["status"] == "completed" and document["remaining"] == []
-    assert [s["group_id"] for s in document["steps"]] == ["backend", "frontend", "_sequential", "_sequential", "late"]
+    assert [s["step"] for s in document["steps"]] == [
+        "backend", "frontend", "_sequential:s1", "_sequential:s2", "late", "_sequential:free",
+    ]
+    # Each step reports its own tasks only.
+    assert [[r["task_id"] for r in s["group"]["results"]] for s in document["steps"]] == [
+        ["b1", "b2"], ["f1"], ["s1"], ["s2"], ["late"], ["free"],
+    ]
     times = spans(repo)
     assert set(times) == {t["id"] for t in PLAN}
     assert times["b1"][1] <= times["f1"][0] and times["b2"][1] <= times["s1"][0]
@@ -132,20 +105,25 @@ def test_run_executes_the_whole_plan_in_order(repo: Path) -> None:
     assert {r["task_id"]: r["status"] for r in status["results"]} == {"s1": "completed", "s2": "completed", "free": "completed"}
 
 
-def test_run_stops_at_the_first_failure_unless_keep_going(repo: Path) -> None:
+def test_a_failed_step_stops_only_what_depends_on_it_unless_halt(repo: Path) -> None:
     tasks = [task("bad", "exit=1", group="one"), task("after", group="two", dependencies=["bad"]), task("other", group="three")]
     path = write_tasks(repo, tasks)
-    stopped = invoke(repo, "run", "--tasks-file", path, "--json")
-    assert stopped.exit_code == 1
-    document = json.loads(stopped.stdout)
-    assert [s["group_id"] for s in document["steps"]] == ["one"]
-    assert document["status"] == "failed"
-
-    kept = invoke(repo, "run", "--tasks-file", path, "--keep-going", "--json")
+    kept = invoke(repo, "run", "--tasks-file", path, "--json")
     assert kept.exit_code == 1
     document = json.loads(kept.stdout)
-    assert [s["group_id"] for s in document["steps"]] == ["one", "three"]
-    assert document["remaining"] == ["bad", "after"]
+    assert [(s["step"], s["status"]) for s in document["steps"]] == [
+        ("one", "failed"), ("two", "skipped"), ("three", "completed"),
+    ]
+    assert document["steps"][1]["detail"] == "waits for one (failed)"
+    assert document["status"] == "failed" and document["remaining"] == ["bad", "after"]
+
+    (repo / "runs.jsonl").unlink()
+    halted = invoke(repo, "run", "--tasks-file", path, "--halt-on-failure", "--json")
+    assert halted.exit_code == 1
+    document = json.loads(halted.stdout)
+    # "three" completed in the first run and is not run again; "one" fails again and halts the rest.
+    assert [(s["step"], s["status"]) for s in document["steps"]] == [("one", "failed"), ("two", "halted")]
+    assert {e["task"] for e in runs(repo)} == {"bad"}
 
 
 def test_run_refuses_a_cycle_with_exit_2(repo: Path) -> None:
