@@ -75,6 +75,7 @@ def config_reference() -> str:
         "tests": config.TestsConfig,
         "skills": config.SkillsConfig,
         "tracker": config.TrackerConfig,
+        "plan": config.PlanConfig,
     }
     notes: dict[tuple[str, str], str] = {}
     table_notes: dict[str, str] = {}
