@@ -726,7 +726,6 @@ def test_an_exception_in_on_event_surfaces_as_itself(repo: Path) -> None:
 # =========================================================================== 12. bd blocked failing; detect
 
 
-@xfail("when bd blocked fails, every task fails, even those bd ready listed")
 def test_a_failing_bd_blocked_still_runs_the_ready_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fake_bd
 
@@ -752,6 +751,17 @@ def test_a_failing_bd_blocked_still_runs_the_ready_tasks(tmp_path: Path, monkeyp
     assert results["r1"]["status"] == "completed" and results["r2"]["status"] == "completed", results
     assert results["b1"]["status"] == "blocked"
     assert "blockers unknown (bd blocked failed" in results["b1"]["error"]
+
+
+def test_a_failing_bd_blocked_leaves_the_verdict_to_bd_ready() -> None:
+    """The pure rule: ready tasks stay ready; the others are blocked, their blockers unknown."""
+    from maestro_parallel.tasks import parse_task
+    from maestro_parallel.trackers.beads import decide_blockers
+
+    tasks = [parse_task({"id": i, "status": "open"}, index=n) for n, i in enumerate(("r", "w"))]
+    answer = decide_blockers(tasks, {"r"}, {}, {t.task_id: t for t in tasks}, "me", "bd blocked failed (exit 1)")
+    assert answer == {"r": [], "w": ["blockers unknown (bd blocked failed: bd blocked failed (exit 1))"]}
+    assert decide_blockers(tasks, {"r"}, {"w": ["x"]}, {t.task_id: t for t in tasks}, "me")["w"] == ["x"]
 
 
 @xfail("detect silently ignores a malformed config file")
