@@ -405,6 +405,21 @@ def test_a_refresh_orphaned_by_kill_9_is_stopped_by_recover(tmp_path: Path) -> N
         coordinator.wait(10)
 
 
+def test_a_refresh_run_for_a_group_carries_the_group_in_its_environment(tmp_path: Path) -> None:
+    """What the recovery sweep needs to find an orphaned refresh: the group's MAESTRO_* values."""
+    from maestro_parallel.config import loads_config
+    from maestro_parallel.hooks import run_refresh
+
+    code = "import os; print(os.environ.get('MAESTRO_GROUP_ID'), os.environ.get('MAESTRO_REPO_ROOT'))"
+    config = loads_config(f"[refresh]\ncommand = {json.dumps([PY, '-c', code])}\n")
+    log = tmp_path / "_refresh.log"
+    ok, warning, output = anyio.run(run_refresh, config, tmp_path, log, "g")
+    assert ok and warning is None and output.split() == ["g", str(tmp_path)]
+    log.unlink()
+    ok, _, output = anyio.run(run_refresh, config, tmp_path, log)  # outside a group: no group id
+    assert ok and output.split() == ["None", str(tmp_path)]
+
+
 # =========================================================================== 5. terminal injection, markup
 
 
