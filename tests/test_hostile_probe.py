@@ -720,7 +720,6 @@ class CallbackBroke(Exception):
     pass
 
 
-@xfail("an exception raised in on_event surfaces wrapped in an ExceptionGroup")
 def test_an_exception_in_on_event_surfaces_as_itself(repo: Path) -> None:
     from maestro_parallel import AsyncParallelCoordinator
     from maestro_parallel.trackers import LocalTracker
@@ -736,6 +735,15 @@ def test_an_exception_in_on_event_surfaces_as_itself(repo: Path) -> None:
     with pytest.raises(CallbackBroke, match="the callback broke"):
         anyio.run(body)
     no_processes_left(repo)
+
+
+def test_sole_exception_unwraps_a_group_of_one_only() -> None:
+    from maestro_parallel.coordinator import sole_exception
+
+    error = CallbackBroke("x")
+    assert sole_exception(BaseExceptionGroup("", [ExceptionGroup("", [error])])) is error
+    assert sole_exception(ExceptionGroup("", [error, ValueError()])) is None
+    assert sole_exception(ExceptionGroup("", [ExceptionGroup("", [error]), ExceptionGroup("", [KeyError()])])) is None
 
 
 # =========================================================================== 12. bd blocked failing; detect
