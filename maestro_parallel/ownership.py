@@ -14,9 +14,10 @@ pid read from a file is signalled only once the process proves itself:
   a process it does not start), it leads the process group recorded, and its
   start time matches the one journaled when one was;
 - a coordinator: the lock records its start time, which matches, and the
-  process is a maestro coordinator — its command line runs ``maestro_parallel``
-  / ``maestro-parallel``, or it holds the lock file itself open (a program
-  embedding the library).
+  process holds that lock file open (the group's coordinator always does, even
+  one embedded in another program; a maestro coordinator of another group does
+  not); where no lock file is at hand to compare, its command line must run
+  ``maestro_parallel`` / ``maestro-parallel``.
 
 Anything not proven is a :class:`Verdict` with ``ours=False`` and a reason that
 names the pid, for a warning: no signal.  The facts are read from ``/proc`` by
@@ -281,10 +282,13 @@ def judge_coordinator(
 ) -> Verdict:
     """May the coordinator a lock names be signalled (``cancel``)?
 
-    Ours when the lock records a start time (an integer) equal to the
-    process's, and the process is a maestro coordinator by its command line or
-    holds ``lock_file`` (``(st_dev, st_ino)``) open — a program embedding the
-    library has its own command line but always holds its lock.
+    The lock must record a start time (an integer) equal to the process's.
+    Then, given the lock file's ``(st_dev, st_ino)``, the process must hold that
+    file open — the coordinator of this group always does, whatever its command
+    line (a program embedding the library), and a maestro coordinator of
+    another group or repository, whose start time a forger can copy too, does
+    not.  Without it (no lock file to compare), its command line must be a
+    maestro coordinator's.
     """
     pid = facts.pid
     refused = _basic(facts, "a coordinator")
@@ -294,9 +298,13 @@ def judge_coordinator(
         return Verdict(pid, False, f"the lock records no start time for pid {pid}")
     if facts.start_time != recorded_start_time:
         return Verdict(pid, False, f"pid {pid} started at another time than the lock records (a reused pid)")
+    if lock_file is not None:
+        if facts.open_files is None:
+            return Verdict(pid, False, f"pid {pid}: its open files could not be read")
+        if lock_file in facts.open_files:
+            return Verdict(pid, True)
+        return Verdict(pid, False, f"pid {pid} does not hold the group's lock: not its coordinator")
     if facts.cmdline is not None and is_maestro_command_line(facts.cmdline):
-        return Verdict(pid, True)
-    if lock_file is not None and facts.open_files is not None and lock_file in facts.open_files:
         return Verdict(pid, True)
     shown = " ".join(facts.cmdline)[:80] if facts.cmdline else "unknown"
     return Verdict(pid, False, f"pid {pid} is not a maestro coordinator (its command: {shown!r})")
@@ -328,9 +336,9 @@ def coordinator_verdict(lock_record: Mapping[str, object], lock_path: str | os.P
     if lock_path is not None:
         try:
             info = os.stat(Path(lock_path), follow_symlinks=False)
-            lock_file = (info.st_dev, info.st_ino)
-        except OSError:
-            lock_file = None
+        except OSError as exc:
+            return Verdict(pid, False, f"pid {pid}: the lock {lock_path} cannot be read ({exc.strerror or exc})")
+        lock_file = (info.st_dev, info.st_ino)
     return judge_coordinator(
         read_facts(pid, open_files=True), recorded_start_time=lock_record.get("start_time"), lock_file=lock_file
     )

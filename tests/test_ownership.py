@@ -89,11 +89,17 @@ def test_judge_agent(name: str, f: ProcessFacts, kwargs: dict[str, object], ours
 
 LOCK = (1, 42)
 COORDINATOR_CASES = [
-    ("the CLI", facts(), 1000, None, True, ""),
+    ("the CLI, no lock to compare", facts(), 1000, None, True, ""),
+    ("the CLI holding the lock", facts(open_files=frozenset({LOCK})), 1000, LOCK, True, ""),
     ("embedded, holds the lock", facts(cmdline=("pytest",), open_files=frozenset({LOCK})), 1000, LOCK, True, ""),
     ("embedded, lock not held", facts(cmdline=("pytest",), open_files=frozenset({(1, 43)})), 1000, LOCK, False,
-     "not a maestro coordinator (its command: 'pytest')"),
-    ("a sleep", facts(cmdline=("sleep", "60")), 1000, LOCK, False, "pid 500 is not a maestro coordinator"),
+     "pid 500 does not hold the group's lock"),
+    ("another group's CLI coordinator", facts(open_files=frozenset({(1, 43)})), 1000, LOCK, False,
+     "does not hold the group's lock"),
+    ("open files unreadable", facts(open_files=None), 1000, LOCK, False, "open files could not be read"),
+    ("a sleep", facts(cmdline=("sleep", "60")), 1000, None, False, "pid 500 is not a maestro coordinator"),
+    ("a sleep, lock given", facts(cmdline=("sleep", "60"), open_files=frozenset()), 1000, LOCK, False,
+     "does not hold"),
     ("no start time recorded", facts(), None, None, False, "the lock records no start time for pid 500"),
     ("a string start time", facts(), "1000", None, False, "records no start time"),
     ("a boolean start time", facts(start_time=1), True, None, False, "records no start time"),
@@ -229,9 +235,12 @@ def test_an_embedded_coordinator_holding_its_lock_is_ours(spawn: list[subprocess
     assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
     record = json.loads(lock.read_text())
     assert coordinator_verdict(record, lock).ours
-    assert not coordinator_verdict(record, tmp_path / "other").ours  # not holding that file, not a CLI
+    other = tmp_path / "other"
+    other.write_text("")
+    assert not coordinator_verdict(record, other).ours  # it holds another lock, not this one
     assert not coordinator_verdict({**record, "start_time": record["start_time"] - 1}, lock).ours
     assert not coordinator_verdict({"pid": record["pid"]}, lock).ours
+    assert "cannot be read" in coordinator_verdict(record, tmp_path / "missing").reason
 
 
 def test_a_lock_naming_a_victim_or_minus_one_is_refused(spawn: list[subprocess.Popen[bytes]],
@@ -242,7 +251,8 @@ def test_a_lock_naming_a_victim_or_minus_one_is_refused(spawn: list[subprocess.P
     lock.write_text("")
     forged = {"pid": victim.pid, "start_time": start_time_of(victim.pid)}  # copied from /proc
     verdict = coordinator_verdict(forged, lock)
-    assert not verdict.ours and f"pid {victim.pid} is not a maestro coordinator" in verdict.reason
+    assert not verdict.ours and f"pid {victim.pid} does not hold the group's lock" in verdict.reason
+    assert f"pid {victim.pid} is not a maestro coordinator" in coordinator_verdict(forged).reason
     for record in ({"pid": -1}, {"pid": -1, "start_time": 0}, {"pid": 0}, {"pid": 1, "start_time": 1}, {},
                    {"pid": "1"}, {"pid": True}):
         refused = coordinator_verdict(record, lock)
@@ -263,5 +273,8 @@ def test_a_coordinator_by_its_command_line_is_ours(spawn: list[subprocess.Popen[
         time.sleep(0.01)
     record = {"pid": child.pid, "start_time": start_time_of(child.pid)}
     assert coordinator_verdict(record).ours
+    (tmp_path / ".lock").write_text("")
+    refused = coordinator_verdict(record, tmp_path / ".lock")  # a coordinator, but not of this group
+    assert not refused.ours and "does not hold the group's lock" in refused.reason
     assert signal_if_ours(coordinator_verdict(record), signal.SIGTERM, group=False)
     assert child.wait(10) == -signal.SIGTERM
