@@ -77,7 +77,7 @@ class OpenMode(StrEnum):
 _FLAGS = {
     OpenMode.READ: os.O_RDONLY,
     OpenMode.APPEND: os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-    OpenMode.CREATE: os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    OpenMode.CREATE: os.O_WRONLY | os.O_CREAT,  # truncated only once the file is known to be ours: see open_below
 }
 
 
@@ -162,6 +162,7 @@ def open_below(
     mode: OpenMode = OpenMode.READ,
     *,
     make_dirs: bool = False,
+    allow_hard_links: bool = False,
 ) -> int:
     """Open ``path`` below ``root`` without following a symlink in any component; return its descriptor.
 
@@ -169,7 +170,11 @@ def open_below(
     nothing below it is.  The file must be a regular file: a FIFO, a device, a
     socket or a folder is refused after an ``O_NONBLOCK`` open (so a FIFO with no
     writer cannot block), and ``O_NONBLOCK`` is cleared before returning.
-    ``make_dirs`` creates missing folders (mode 0700) on the way.
+    ``make_dirs`` creates missing folders (mode 0700) on the way.  A file with
+    more than one hard link is refused too (unless ``allow_hard_links``): an
+    agent can hard-link its log to a file of the same owner elsewhere on the
+    filesystem, which no symlink check sees; the files maestro writes never
+    have a second link.
 
     :raises UnsafePathError: a component is a symlink or not a folder, or the file is not regular.
     :raises FileNotFoundError: a component or (when reading) the file does not exist.
@@ -201,7 +206,13 @@ def open_below(
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafePathError(f"refusing to open {where}: it is {_kind(info.st_mode)}", path=where)
+        if info.st_nlink > 1 and not allow_hard_links:
+            raise UnsafePathError(
+                f"refusing to open {where}: it has {info.st_nlink} hard links (one may be outside)", path=where
+            )
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if mode == OpenMode.CREATE:
+            os.ftruncate(fd, 0)
     except BaseException:
         os.close(fd)
         raise

@@ -101,6 +101,16 @@ def test_a_symlinked_folder_anywhere_on_the_way_is_refused(root: Path, mode: Ope
     assert (root.parent / "outside" / "precious").read_text() == "precious\n"
 
 
+@pytest.mark.parametrize("mode", list(OpenMode))
+def test_a_hard_link_to_an_outside_file_is_refused(root: Path, mode: OpenMode) -> None:
+    outside = root.parent / "outside" / "precious"
+    os.link(outside, root / "logs" / "a.log")
+    with pytest.raises(UnsafePathError, match=r"a\.log: it has 2 hard links"):
+        open_below(root, "logs/a.log", mode)
+    assert outside.read_text() == "precious\n"
+    os.close(open_below(root, "logs/a.log", OpenMode.READ, allow_hard_links=True))
+
+
 def test_a_file_in_place_of_a_folder_is_refused(root: Path) -> None:
     (root / "prompts").write_text("x")
     with pytest.raises(UnsafePathError, match="prompts: it is a regular file, not a folder"):
