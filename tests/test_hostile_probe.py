@@ -340,6 +340,18 @@ def test_a_log_symlinked_to_an_outside_file_is_neither_read_nor_written(repo: Pa
     assert "SECRET" not in done.stdout
 
 
+@xfail("a log hard-linked to an outside file: its last line becomes the error")
+def test_a_log_hard_linked_to_an_outside_file_is_neither_read_nor_written(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"  # same filesystem: a hard link needs no symlink
+    outside.write_text("SECRET last line of someone else's file\n")
+    agent_script(repo, SWAP_LOG.format(swap=f"os.link({str(outside)!r}, log)"))
+    write_tasks(repo, [task("a")])
+    done = execute(repo, timeout=30)
+    assert not done.hung and "Traceback" not in done.stderr
+    assert outside.read_text() == "SECRET last line of someone else's file\n"
+    assert "SECRET" not in done.stdout
+
+
 # =========================================================================== 3. symlinked state folders
 
 
