@@ -13,8 +13,10 @@ anything but a regular file is refused with one :class:`UnsafePathError`
 naming the path at fault.
 
 Reads are bounded: :func:`read_tail` reads the end of a huge log without
-loading it, :func:`iter_chunks` streams one chunk at a time, and
-:func:`read_limited` refuses a state file larger than its limit.
+loading it, :func:`iter_chunks` streams one chunk at a time (and
+:class:`LineSplitter` cuts it into lines of bounded length), :func:`tail_start`
+is where a follower starts, and :func:`read_limited` refuses a state file
+larger than its limit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .errors import StateError
 
 __all__ = (
     "STATE_CHAIN",
+    "LineSplitter",
     "OpenMode",
     "UnsafePathError",
     "check_state_chain",
@@ -39,6 +42,7 @@ __all__ = (
     "open_below",
     "read_limited",
     "read_tail",
+    "tail_start",
 )
 
 _FILE_MODE = 0o600
@@ -326,3 +330,68 @@ def read_limited(
         return data
     finally:
         os.close(fd)
+
+
+def tail_start(fd: int, max_bytes: int) -> int:
+    """Where to start showing the end of the file open as ``fd``: the first whole line of its last ``max_bytes``.
+
+    ``logs --follow`` starts here instead of at the beginning of a log that may
+    hold gigabytes; a cut line at the window's start is skipped.
+    """
+    size = os.fstat(fd).st_size
+    start = max(0, size - max_bytes)
+    if start == 0:
+        return 0
+    offset = start - 1  # one byte back: is start a line's beginning?
+    for piece in iter_chunks(fd, start=offset, end=size):
+        newline = piece.find(b"\n")
+        if newline >= 0:
+            return offset + newline + 1
+        offset += len(piece)
+    return size
+
+
+class LineSplitter:
+    """Cut a byte stream into lines, none longer than ``max_bytes``: memory stays O(``max_bytes``).
+
+    A log can be one line of a gigabyte (``/dev/zero`` copied into it, a
+    minified bundle printed): a longer line comes out in pieces of
+    ``max_bytes``.  Lines are returned without their ``\\n`` (a ``\\r\\n``
+    keeps its ``\\r``, for the caller's text rules to drop).
+    """
+
+    def __init__(self, max_bytes: int = CHUNK) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self._partial = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The complete lines (and full-size pieces of a long one) that ``chunk`` finishes."""
+        lines: list[bytes] = []
+        start = 0
+        while start < len(chunk):
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline
+            room = self.max_bytes - len(self._partial)
+            if end - start > room:  # the line goes on past a full piece: hand the piece out
+                self._partial += chunk[start : start + room]
+                lines.append(bytes(self._partial))
+                self._partial.clear()
+                start += room
+                continue
+            self._partial += chunk[start:end]
+            if newline < 0:
+                break
+            lines.append(bytes(self._partial))
+            self._partial.clear()
+            start = newline + 1
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """The last line, when the stream ended without a newline."""
+        if not self._partial:
+            return []
+        rest = bytes(self._partial)
+        self._partial.clear()
+        return [rest]

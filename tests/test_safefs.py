@@ -10,9 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maestro_parallel.errors import StateError
 from maestro_parallel.safefs import (
+    LineSplitter,
     OpenMode,
     UnsafePathError,
     check_state_chain,
@@ -21,6 +24,7 @@ from maestro_parallel.safefs import (
     open_below,
     read_limited,
     read_tail,
+    tail_start,
 )
 
 
@@ -291,3 +295,66 @@ def test_the_tail_of_a_huge_sparse_log_is_read_in_bounded_memory(root: Path) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["the", "end", str(10 * 1024**2)]
     assert resource.getrlimit(resource.RLIMIT_AS)  # the limit was the child's alone
+
+
+# --------------------------------------------------------------------------- lines of bounded length
+
+
+def reference_lines(data: bytes, max_bytes: int) -> list[bytes]:
+    """What LineSplitter must give: every line, cut into pieces of max_bytes."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the stream ended with a newline: no line after it
+    out: list[bytes] = []
+    for line in lines:
+        out += [line[i : i + max_bytes] for i in range(0, len(line), max_bytes)] or [b""]
+    return out
+
+
+@settings(deadline=None, max_examples=400, derandomize=True)
+@given(data=st.binary(max_size=300) | st.lists(st.sampled_from([b"\n", b"ab", b"abcd", b"\r\n", b"x" * 7]),
+                                                max_size=40).map(b"".join),
+       cuts=st.lists(st.integers(0, 300), max_size=8), max_bytes=st.integers(1, 9))
+def test_line_splitter_matches_the_reference_however_the_stream_is_cut(data: bytes, cuts: list[int],
+                                                                       max_bytes: int) -> None:
+    splitter = LineSplitter(max_bytes)
+    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    got: list[bytes] = []
+    for start, end in zip(bounds, bounds[1:]):
+        got += splitter.feed(data[start:end])
+    got += splitter.flush()
+    assert got == reference_lines(data, max_bytes)
+    assert all(len(line) <= max_bytes for line in got)
+
+
+def test_line_splitter_examples() -> None:
+    splitter = LineSplitter(4)
+    assert splitter.feed(b"abcd\nab") == [b"abcd"]  # exactly a piece long: one line, no empty one after
+    assert splitter.feed(b"cdefgh") == [b"abcd"]
+    assert splitter.feed(b"\n\n") == [b"efgh", b""]
+    assert splitter.flush() == [] and splitter.feed(b"tail") == [] and splitter.flush() == [b"tail"]
+    with pytest.raises(ValueError):
+        LineSplitter(0)
+
+
+def test_tail_start_begins_at_a_whole_line(root: Path) -> None:
+    path = root / "logs" / "a.log"
+    path.write_bytes(b"first line\nsecond line\nthird\n")
+    fd = open_below(root, "logs/a.log")
+    try:
+        assert tail_start(fd, 1000) == 0
+        assert tail_start(fd, 6) == len(b"first line\nsecond line\n")  # "third\n" is whole: start there
+        assert tail_start(fd, 8) == len(b"first line\nsecond line\n")  # "e\nthird\n": the cut line is skipped
+        assert tail_start(fd, 1) == path.stat().st_size  # nothing whole in the window
+    finally:
+        os.close(fd)
+
+
+def test_tail_start_finds_a_line_beyond_the_first_chunk(root: Path) -> None:
+    path = root / "logs" / "a.log"
+    path.write_bytes(b"x" * 200_000 + b"\nlast\n")
+    fd = open_below(root, "logs/a.log")
+    try:
+        assert tail_start(fd, 150_000) == 200_001
+    finally:
+        os.close(fd)
