@@ -56,6 +56,7 @@ STATE_CHAIN = (
     ".flow/maestro/parallel_groups/{group}",
     ".flow/maestro/parallel_groups/{group}/logs",
     ".flow/maestro/parallel_groups/{group}/prompts",
+    ".flow/maestro/parallel_groups/{group}/history",
 )
 
 
@@ -227,7 +228,7 @@ def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = 
     """Refuse a state folder that is a symlink or not a folder, naming it; missing folders are fine.
 
     Checks ``.flow``, ``.flow/maestro``, ``parallel_groups`` and, for a group,
-    its folder, ``logs/`` and ``prompts/`` — the folders a coordinator writes
+    its folder, ``logs/``, ``prompts/`` and ``history/`` — the folders a coordinator writes
     into, where a symlink would move the whole state (or one task's files)
     outside the repository.  This is a check at one moment; the writes
     themselves go through :func:`open_below`, which holds for a swap made later.
@@ -235,6 +236,7 @@ def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = 
     :raises UnsafePathError: naming the first folder of the chain at fault.
     """
     root = Path(os.fspath(repo_root))
+    missing: list[Path] = []
     for template in STATE_CHAIN:
         if "{group}" in template:
             if group_id is None:
@@ -243,10 +245,13 @@ def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = 
         else:
             relative = template
         path = root / relative
+        if any(path.is_relative_to(gone) for gone in missing):
+            continue  # nothing below a missing folder exists either
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            return  # nothing below a missing folder exists either
+            missing.append(path)
+            continue
         except OSError as exc:
             raise UnsafePathError(f"cannot check {path}: {exc.strerror or exc}", path=path) from exc
         if not stat.S_ISDIR(info.st_mode):

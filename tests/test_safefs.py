@@ -182,6 +182,7 @@ def make_chain(repo: Path, group: str = "g") -> Path:
     group_dir = repo / ".flow" / "maestro" / "parallel_groups" / group
     (group_dir / "logs").mkdir(parents=True)
     (group_dir / "prompts").mkdir()
+    (group_dir / "history").mkdir()
     return group_dir
 
 
@@ -196,6 +197,7 @@ def test_a_plain_chain_or_a_missing_one_passes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("component", [
     ".flow", ".flow/maestro", ".flow/maestro/parallel_groups", ".flow/maestro/parallel_groups/g",
     ".flow/maestro/parallel_groups/g/logs", ".flow/maestro/parallel_groups/g/prompts",
+    ".flow/maestro/parallel_groups/g/history",
 ])
 def test_each_symlinked_folder_of_the_chain_is_named(tmp_path: Path, component: str) -> None:
     repo = tmp_path / "repo"
@@ -358,3 +360,12 @@ def test_tail_start_finds_a_line_beyond_the_first_chunk(root: Path) -> None:
         assert tail_start(fd, 150_000) == 200_001
     finally:
         os.close(fd)
+
+
+def test_a_missing_folder_does_not_hide_its_symlinked_sibling(tmp_path: Path) -> None:
+    group_dir = make_chain(tmp_path)
+    (group_dir / "logs").rmdir()
+    (group_dir / "prompts").rmdir()
+    (group_dir / "prompts").symlink_to(tmp_path)
+    with pytest.raises(UnsafePathError, match="prompts: it is a symlink"):
+        check_state_chain(tmp_path, "g")
