@@ -186,6 +186,11 @@ class AsyncParallelCoordinator:
             self._runs[group_id] = run
             try:
                 return await run.execute()
+            except BaseExceptionGroup as group:
+                sole = sole_exception(group)
+                if sole is None:
+                    raise
+                raise sole  # an error in an on_event callback (or a bug) surfaces as itself
             finally:
                 del self._runs[group_id]
 
@@ -275,6 +280,25 @@ class AsyncParallelCoordinator:
     def _publish(self, event: dict[str, Any]) -> None:
         for callback in self._callbacks:
             callback(event)
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception a (nested) exception group holds, or None when it holds several.
+
+    The run's task groups wrap whatever escapes them; the caller of the API
+    should see the exception an ``on_event`` callback raised, not a group of one.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+        if len(leaves) > 1:
+            return None
+    return leaves[0] if leaves else None
 
 
 async def _load_previous(store: GroupStore) -> tuple[GroupMetadata | None, list[str]]:

@@ -114,10 +114,19 @@ async def _run(
     return 0, None
 
 
-async def run_refresh(config: Config, repo_root: Path, log_path: Path) -> tuple[bool, str | None, str]:
-    """Run the refresh command; return (ok, warning, output for the prompts)."""
+async def run_refresh(
+    config: Config, repo_root: Path, log_path: Path, group_id: str | None = None
+) -> tuple[bool, str | None, str]:
+    """Run the refresh command; return (ok, warning, output for the prompts).
+
+    Run for a group, it sees ``MAESTRO_GROUP_ID`` as the agents do, so that a
+    refresh orphaned by a killed coordinator is found and stopped by the
+    group's recovery sweep (processes carrying the group's ``MAESTRO_*`` values).
+    """
     command = list(config.refresh.command)
     env = command_env(repo_root)
+    if group_id is not None:
+        env["MAESTRO_GROUP_ID"] = group_id
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         return False, f"context refresh failed: executable not found: {command[0]} ([refresh].command)", ""

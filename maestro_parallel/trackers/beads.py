@@ -290,6 +290,7 @@ def decide_blockers(
     named: Mapping[str, Sequence[str]],
     known: Mapping[str, TaskRecord],
     actor: str,
+    named_failed: str | None = None,
 ) -> dict[str, list[str]]:
     """Each task's blockers, with ``bd ready`` as the authority.
 
@@ -298,6 +299,10 @@ def decide_blockers(
     parent.  ``bd ready`` leaves in-progress beads out, so those claimed by
     ``actor`` are judged by their dependencies alone.  A dependency unknown to
     beads blocks in every case (fail closed).
+
+    ``named_failed`` is why ``bd blocked`` failed, when it did: it only names
+    blockers, so the ready tasks still run, and a task it would have explained
+    is blocked by "blockers unknown (bd blocked failed: ...)".
     """
     merged = dict(known)
     for record in tasks:
@@ -319,6 +324,8 @@ def decide_blockers(
             blockers = list(dict.fromkeys(named[task_id]))
         elif ours:
             blockers = list(own[task_id])
+        elif named_failed is not None:
+            blockers = [f"blockers unknown (bd blocked failed: {named_failed})"]
         else:
             blockers = list(own[task_id]) or [_not_ready_reason(record, known)]
         blockers.extend(dep for dep in unknown if dep not in blockers)
@@ -482,14 +489,20 @@ class BeadsTracker:
         ready_ids = {item["id"] for item in ready if isinstance(item.get("id"), str)}
         waiting = [t for t in tasks if t.task_id not in ready_ids]
         named: dict[str, list[str]] = {}
+        named_failed: str | None = None
         if waiting:
-            for item in self._issues(await self._call("blocked", [])):
+            try:
+                blocked = self._issues(await self._call("blocked", []))
+            except TrackerError as exc:  # it only names blockers: the ready tasks still run
+                named_failed = str(exc)
+                blocked = []
+            for item in blocked:
                 blocked_by = item.get("blocked_by")
                 if isinstance(item.get("id"), str) and isinstance(blocked_by, list):
                     named[item["id"]] = [b for b in blocked_by if isinstance(b, str)]
         if not self._known and (waiting or any(t.metadata.dependencies for t in tasks)):
             await self.load_tasks()
-        return decide_blockers(tasks, ready_ids, named, self._known, self.actor)
+        return decide_blockers(tasks, ready_ids, named, self._known, self.actor, named_failed)
 
     async def claim(self, task_ids: Sequence[str]) -> dict[str, str | None]:
         """One ``bd update A B --claim``: each id maps to None (ours now) or why not."""
