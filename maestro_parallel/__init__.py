@@ -39,12 +39,12 @@ __all__ = (
 )
 
 _WHERE = {
-    "AsyncParallelCoordinator": ".coordinator",
+    "AsyncParallelCoordinator": ".runtime.coordinator",
     "Config": ".config",
     "GroupMetadata": ".models",
     "GroupPhase": ".models",
     "MaestroError": ".errors",
-    "ParallelCoordinator": ".sync",
+    "ParallelCoordinator": ".runtime.sync",
     "TaskMetadata": ".models",
     "TaskStatus": ".models",
     "detect_groups": ".markers",
@@ -55,11 +55,11 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from .config import Config, load_config
-    from .coordinator import AsyncParallelCoordinator
+    from .runtime.coordinator import AsyncParallelCoordinator
     from .errors import MaestroError
     from .markers import detect_groups, detect_subagent, extract_relevant_files
     from .models import GroupMetadata, GroupPhase, TaskMetadata, TaskStatus
-    from .sync import ParallelCoordinator
+    from .runtime.sync import ParallelCoordinator
 
 
 def __getattr__(name: str) -> object:

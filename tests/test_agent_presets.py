@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-import maestro_parallel.group_run as group_run_module
+import maestro_parallel.runtime.group_run as group_run_module
 from conftest import pid_alive, task
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge

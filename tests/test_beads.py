@@ -717,7 +717,7 @@ def test_a_hanging_poll_neither_delays_completion_nor_leaves_a_process(beads: Be
 
 def test_the_tracker_kind_picks_the_beads_tracker(beads: Beads) -> None:
     from maestro_parallel.config import load_config
-    from maestro_parallel.coordinator import make_tracker
+    from maestro_parallel.runtime.coordinator import make_tracker
 
     beads.configure()
     tracker = make_tracker(load_config(beads.repo), beads.repo)

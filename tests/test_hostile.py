@@ -44,7 +44,7 @@ from maestro_parallel.markers import (
     task_group,
 )
 from maestro_parallel.models import GroupMetadata
-from maestro_parallel.store import GroupStore
+from maestro_parallel.state.store import GroupStore
 from maestro_parallel.tasks import TaskRecord, loads_tasks, parse_tasks
 from maestro_parallel.trackers import LocalTracker
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from maestro_parallel.process import (
+from maestro_parallel.runtime.process import (
     AgentProcess,
     CommandResult,
     describe_returncode,

@@ -27,7 +27,7 @@ import pytest
 from maestro_parallel.errors import GroupBusyError, MaestroError, StateError, ValidationError
 from maestro_parallel.events import decode_journal, encode_event, make_event, replay
 from maestro_parallel.models import GroupMetadata, GroupPhase, TaskStatus, new_result
-from maestro_parallel.store import (
+from maestro_parallel.state.store import (
     GROUPS_RELATIVE_PATH,
     GroupStore,
     SnapshotWriter,
@@ -41,7 +41,7 @@ from maestro_parallel.store import (
 #: Holds the lock of group argv[2] under repository argv[1] until killed; says "ready" once it does.
 HOLD_LOCK = r"""
 import sys, anyio
-from maestro_parallel.store import GroupStore
+from maestro_parallel.state.store import GroupStore
 
 async def main():
     store = GroupStore(sys.argv[1], sys.argv[2])
@@ -57,7 +57,7 @@ anyio.run(main)
 PEEK_LOCK = r"""
 import sys, time
 from pathlib import Path
-from maestro_parallel.store import lock_holder
+from maestro_parallel.state.store import lock_holder
 
 path = Path(sys.argv[1])
 lock_holder(path)

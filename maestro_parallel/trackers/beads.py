@@ -35,7 +35,7 @@ import anyio.lowlevel
 
 from ..config import TrackerConfig
 from ..errors import TrackerError, ValidationError
-from ..process import describe_returncode, stop_process_group
+from ..runtime.process import describe_returncode, stop_process_group
 from ..tasks import DONE_STATUSES, TaskRecord, parse_task
 from .local import blockers_of
 

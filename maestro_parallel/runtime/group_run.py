@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .agents import (
+from ..agents import (
     ResultScanner,
     Verdict,
     agent_environment,
@@ -37,13 +37,13 @@ from .agents import (
     resolve_executable,
     strip_front_matter,
 )
-from .config import AgentSettings
-from .errors import StateError, TrackerError
-from .events import SCHEMA_VERSION, apply_event, make_event
+from ..config import AgentSettings
+from ..errors import StateError, TrackerError
+from ..events import SCHEMA_VERSION, apply_event, make_event
 from .hooks import command_env, run_refresh, run_tests
-from .logfiles import append_bytes, file_size, read_head, read_tail, scan_log
-from .markers import is_safe_task_id
-from .models import GroupMetadata, GroupPhase, TaskStatus
+from ..state.logfiles import append_bytes, file_size, read_head, read_tail, scan_log
+from ..markers import is_safe_task_id
+from ..models import GroupMetadata, GroupPhase, TaskStatus
 from .process import (
     describe_returncode,
     group_alive,
@@ -53,8 +53,8 @@ from .process import (
     stop_process_group,
     stop_processes_by_environment,
 )
-from .store import GroupStore, SnapshotWriter
-from .tasks import TaskRecord
+from ..state.store import GroupStore, SnapshotWriter
+from ..tasks import TaskRecord
 
 if TYPE_CHECKING:
     from .coordinator import AsyncParallelCoordinator

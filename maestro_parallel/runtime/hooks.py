@@ -14,12 +14,12 @@ from configparser import ConfigParser, Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
 
-from .agents import resolve_executable
-from .config import Config
-from .errors import StateError
-from .logfiles import last_line, read_head
+from ..agents import resolve_executable
+from ..config import Config
+from ..errors import StateError
+from ..state.logfiles import last_line, read_head
 from .process import describe_returncode, run_command
-from .store import TestsLock
+from ..state.store import TestsLock
 
 __all__ = ("TestsOutcome", "command_env", "detect_test_command", "run_refresh", "run_tests")
 

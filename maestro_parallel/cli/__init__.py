@@ -25,10 +25,10 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 import click
 
-from ._version import __version__
-from .config import Config, load_config
-from .coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker, wait_for_stored_group
-from .errors import (
+from .._version import __version__
+from ..config import Config, load_config
+from ..runtime.coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker, wait_for_stored_group
+from ..errors import (
     ConfigError,
     GroupBusyError,
     GroupNotFoundError,
@@ -37,13 +37,13 @@ from .errors import (
     TrackerError,
     ValidationError,
 )
-from .markers import SEQUENTIAL, detect_groups, is_valid_group_id, marker_warnings, task_group
-from .models import GroupMetadata, TaskStatus
+from ..markers import SEQUENTIAL, detect_groups, is_valid_group_id, marker_warnings, task_group
+from ..models import GroupMetadata, TaskStatus
 from .progress import describe_event, use_live_progress
-from .store import StoredGroup, read_stored_group, read_stored_groups
-from .tasks import TaskRecord, loads_tasks
-from .trackers.base import Tracker
-from .trackers.local import LocalTracker
+from ..state.store import StoredGroup, read_stored_group, read_stored_groups
+from ..tasks import TaskRecord, loads_tasks
+from ..trackers.base import Tracker
+from ..trackers.local import LocalTracker
 
 __all__ = ("main",)
 
@@ -630,4 +630,4 @@ def wait(state: AppState, group_id: str, timeout: float, as_json: bool) -> int:
 
 
 # The other commands live in their own modules; importing them registers them on `main`.
-from . import cli_run, cli_tools  # noqa: E402,F401
+from . import run, tools  # noqa: E402,F401

@@ -15,13 +15,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
-from .config import Config
+from ..config import Config
 from .coordinator import AsyncParallelCoordinator, EventCallback
-from .errors import AsyncContextError
-from .markers import detect_groups, extract_relevant_files
-from .models import GroupMetadata, TaskMetadata, TaskStatus
-from .tasks import TaskRecord
-from .trackers.base import Tracker
+from ..errors import AsyncContextError
+from ..markers import detect_groups, extract_relevant_files
+from ..models import GroupMetadata, TaskMetadata, TaskStatus
+from ..tasks import TaskRecord
+from ..trackers.base import Tracker
 
 __all__ = ("ParallelCoordinator",)
 

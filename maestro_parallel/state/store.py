@@ -37,11 +37,11 @@ import aiofiles
 import aiofiles.os
 import anyio
 
-from .errors import GroupBusyError, StateError, ValidationError
-from .events import decode_journal, encode_event, replay
-from .markers import is_safe_task_id, is_valid_group_id
-from .models import GroupMetadata, utc_now
-from .process import process_start_time
+from ..errors import GroupBusyError, StateError, ValidationError
+from ..events import decode_journal, encode_event, replay
+from ..markers import is_safe_task_id, is_valid_group_id
+from ..models import GroupMetadata, utc_now
+from ..runtime.process import process_start_time
 
 __all__ = (
     "GROUPS_RELATIVE_PATH",

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-from .agents import ResultScanner
+from ..agents import ResultScanner
 
 __all__ = ("append_bytes", "file_size", "last_line", "read_head", "read_tail", "scan_log")
 

@@ -6,7 +6,7 @@
    running tasks, enforce per-task and whole-group timeouts;
 4. post-execution: verify, run the test suite, close the completed tasks, set the status.
 
-One execution of a group is a :class:`~maestro_parallel.group_run.GroupRun`;
+One execution of a group is a :class:`~maestro_parallel.runtime.group_run.GroupRun`;
 this module validates the input, takes the group's lock, decides whether to
 resume, and offers the readers (``get_group``, ``list_groups``, waiting).
 Failures of the work are recorded, never raised.
@@ -22,16 +22,16 @@ from typing import Any
 import aiofiles.os
 import anyio
 
-from .config import Config, load_config
-from .errors import GroupNotFoundError, StateError, TrackerError, ValidationError
+from ..config import Config, load_config
+from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationError
 from .group_run import GroupRun
 from .hooks import run_refresh, run_tests
-from .markers import detect_groups, is_safe_task_id, is_valid_group_id
-from .models import GroupMetadata, TaskMetadata, TaskStatus
-from .store import GroupStore, StoredGroup, read_stored_group, read_stored_groups
-from .tasks import TaskRecord, coerce_task
-from .trackers.base import Tracker
-from .trackers.local import LocalTracker
+from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
+from ..models import GroupMetadata, TaskMetadata, TaskStatus
+from ..state.store import GroupStore, StoredGroup, read_stored_group, read_stored_groups
+from ..tasks import TaskRecord, coerce_task
+from ..trackers.base import Tracker
+from ..trackers.local import LocalTracker
 
 __all__ = (
     "AsyncParallelCoordinator",
@@ -112,7 +112,7 @@ def make_tracker(config: Config, repo_root: Path) -> Tracker:
         bd = config.tracker.bd_command[0]
         kind = "beads" if (repo_root / ".beads").is_dir() and which(bd) else "local"
     if kind == "beads":
-        from .trackers.beads import BeadsTracker
+        from ..trackers.beads import BeadsTracker
 
         return BeadsTracker(repo_root, config=config.tracker)
     return LocalTracker(repo_root)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .cli import (
+from . import (
     EXIT_FAILED,
     EXIT_OK,
     AppState,
@@ -23,9 +23,9 @@ from .cli import (
     main,
     pass_state,
 )
-from .config import CONFIG_RELATIVE_PATH, config_template
-from .markers import is_safe_task_id
-from .store import GroupStore
+from ..config import CONFIG_RELATIVE_PATH, config_template
+from ..markers import is_safe_task_id
+from ..state.store import GroupStore
 
 __all__ = ("cancel", "init", "logs")
 

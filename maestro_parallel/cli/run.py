@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import click
 
-from .cli import (
+from . import (
     EXIT_BLOCKED,
     EXIT_FAILED,
     EXIT_OK,
@@ -27,13 +27,13 @@ from .cli import (
     main,
     pass_state,
 )
-from .coordinator import AsyncParallelCoordinator
-from .errors import MaestroError, ValidationError
-from .markers import SEQUENTIAL
-from .models import GroupMetadata, TaskStatus
-from .plan import Plan, next_step, plan_run
-from .tasks import TaskRecord
-from .trackers.local import closed_in_stored_groups
+from ..runtime.coordinator import AsyncParallelCoordinator
+from ..errors import MaestroError, ValidationError
+from ..markers import SEQUENTIAL
+from ..models import GroupMetadata, TaskStatus
+from ..plan import Plan, next_step, plan_run
+from ..tasks import TaskRecord
+from ..trackers.local import closed_in_stored_groups
 
 __all__ = ("run_command",)
 
