@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
+from ._text import show, source_name
 from .errors import ConfigError
 
 __all__ = (
@@ -142,16 +143,6 @@ class TrackerConfig:
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def _show(value: object, limit: int = 80) -> str:
-    """``repr`` cut to ``limit`` characters: escapes newlines and NULs, so a message stays one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _source(source: str) -> str:
-    return source if source.isprintable() else _show(source)
-
-
 def _toml_key(part: str) -> str:
     """A key as TOML spells it: bare when it can be, else quoted (escaped, so it stays on one line)."""
     if _BARE_KEY.fullmatch(part):
@@ -181,7 +172,7 @@ class _Key:
         return _Key(self.source, self.table, name)
 
     def error(self, problem: str) -> ConfigError:
-        return ConfigError(f"{_source(self.source)}: {self.label} {problem}", key=self.dotted)
+        return ConfigError(f"{source_name(self.source)}: {self.label} {problem}", key=self.dotted)
 
 
 # --------------------------------------------------------------------------- value checks
@@ -200,7 +191,7 @@ def _seconds(*, positive: bool) -> _Check:
             or value < 0
             or (positive and value == 0)
         ):
-            raise where.error(f"must be {expected} (seconds), got {_show(value)}")
+            raise where.error(f"must be {expected} (seconds), got {show(value)}")
         return float(value)
 
     return check
@@ -208,32 +199,32 @@ def _seconds(*, positive: bool) -> _Check:
 
 def _count(value: object, where: _Key) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise where.error(f"must be an integer >= 0, got {_show(value)}")
+        raise where.error(f"must be an integer >= 0, got {show(value)}")
     return value
 
 
 def _boolean(value: object, where: _Key) -> bool:
     if not isinstance(value, bool):
-        raise where.error(f"must be true or false, got {_show(value)}")
+        raise where.error(f"must be true or false, got {show(value)}")
     return value
 
 
 def _string(value: object, where: _Key) -> str:
     if not isinstance(value, str) or "\0" in value:
-        raise where.error(f"must be a string without NUL, got {_show(value)}")
+        raise where.error(f"must be a string without NUL, got {show(value)}")
     return value
 
 
 def _argv(*, allow_empty: bool) -> _Check:
     def check(value: object, where: _Key) -> tuple[str, ...]:
         if isinstance(value, str):
-            raise where.error(f"must be a list of strings (an argv template, never a shell string), got {_show(value)}")
+            raise where.error(f"must be a list of strings (an argv template, never a shell string), got {show(value)}")
         if not isinstance(value, (list, tuple)) or not (value or allow_empty):
             expected = "a list of strings" if allow_empty else "a non-empty list of strings"
-            raise where.error(f"must be {expected} (an argv template), got {_show(value)}")
+            raise where.error(f"must be {expected} (an argv template), got {show(value)}")
         for item in value:
             if not isinstance(item, str) or not item or "\0" in item:
-                raise where.error(f"must hold non-empty strings without NUL, got {_show(item)} in {_show(value)}")
+                raise where.error(f"must hold non-empty strings without NUL, got {show(item)} in {show(value)}")
         return tuple(value)
 
     return check
@@ -255,7 +246,7 @@ def _template(names: frozenset[str], *, allow_empty: bool) -> _Check:
         try:
             render_argv(template, {name: "" for name in names}, key=where.label)
         except ConfigError as exc:
-            raise ConfigError(f"{_source(where.source)}: {exc}", key=where.dotted) from None
+            raise ConfigError(f"{source_name(where.source)}: {exc}", key=where.dotted) from None
         return template
 
     return check
@@ -264,7 +255,7 @@ def _template(names: frozenset[str], *, allow_empty: bool) -> _Check:
 def _choice(options: Sequence[str]) -> _Check:
     def check(value: object, where: _Key) -> str:
         if not isinstance(value, str) or value not in options:
-            raise where.error(f"must be one of {', '.join(map(repr, options))}, got {_show(value)}")
+            raise where.error(f"must be one of {', '.join(map(repr, options))}, got {show(value)}")
         return value
 
     return check
@@ -272,12 +263,12 @@ def _choice(options: Sequence[str]) -> _Check:
 
 def _env(value: object, where: _Key) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
-        raise where.error(f"must be a table of strings, got {_show(value)}")
+        raise where.error(f"must be a table of strings, got {show(value)}")
     for name, text in value.items():
         if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            raise where.error(f"has an invalid variable name {_show(name)} (non-empty, no '=' or NUL)")
+            raise where.error(f"has an invalid variable name {show(name)} (non-empty, no '=' or NUL)")
         if not isinstance(text, str) or "\0" in text:
-            raise where.error(f"value of {_show(name)} must be a string without NUL, got {_show(text)}")
+            raise where.error(f"value of {show(name)} must be a string without NUL, got {show(text)}")
     return MappingProxyType(dict(value))
 
 
@@ -336,7 +327,7 @@ def _suggest(name: str, candidates: Sequence[str], spell: Callable[[str], str]) 
 
 def _table(value: object, where: _Key) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise where.error(f"must be a table, got {_show(value)}")
+        raise where.error(f"must be a table, got {show(value)}")
     return value
 
 
@@ -370,7 +361,7 @@ def _resolve(written: Mapping[str, Any], where: _Key) -> AgentSettings:
     """Effective settings from keys as written: an explicit preset wins; a bare command means custom."""
     preset = written.get("preset") or ("custom" if "command" in written else _DEFAULT_PRESET)
     if preset not in PRESETS:
-        raise where.child("preset").error(f"must be one of {', '.join(map(repr, PRESETS))}, got {_show(preset)}")
+        raise where.child("preset").error(f"must be one of {', '.join(map(repr, PRESETS))}, got {show(preset)}")
     command = written.get("command", PRESETS[preset].command)
     if command is None:
         hint = "" if where.table == ("agent",) else " (or in [agent])"
@@ -483,7 +474,7 @@ def _read_agents(value: object, where: _Key, base: Mapping[str, Any]) -> dict[st
             raise where.error("has a table with an empty subagent name")
         if not isinstance(table, Mapping):
             hint = f" (did you mean [agent].{name}?)" if name in _AGENT_SPEC else ""
-            raise key.error(f"must be a table [agents.<subagent>], got {_show(table)}{hint}")
+            raise key.error(f"must be a table [agents.<subagent>], got {show(table)}{hint}")
         override = _read_table(table, key, _OVERRIDE_SPEC)
         _resolve(_merge(base, override), key)  # a custom preset without a command fails now, not mid-run
         out[name] = MappingProxyType(override)
@@ -502,7 +493,7 @@ def _read_detection(value: object, where: _Key) -> Mapping[str, tuple[str, ...]]
             or not words
             or not all(isinstance(word, str) and word.strip() for word in words)
         ):
-            raise key.error(f"must be a non-empty list of non-empty strings (keywords), got {_show(words)}")
+            raise key.error(f"must be a non-empty list of non-empty strings (keywords), got {show(words)}")
         out[name] = tuple(words)
     return MappingProxyType(out) if out else None
 
@@ -510,16 +501,16 @@ def _read_detection(value: object, where: _Key) -> Mapping[str, tuple[str, ...]]
 def parse_config(data: Mapping[str, Any], *, source: str = "config.toml") -> Config:
     """Validate a decoded config document and resolve its presets."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{_source(source)}: must be a table, got {_show(data)}")
+        raise ConfigError(f"{source_name(source)}: must be a table, got {show(data)}")
     for name, value in data.items():
         if name in _TABLES:
             continue
         if isinstance(value, Mapping):
             hint = _suggest(name, _TABLES, lambda t: f"[{t}]")
-            raise ConfigError(f"{_source(source)}: unknown table [{_toml_key(name)}]{hint}", key=name)
+            raise ConfigError(f"{source_name(source)}: unknown table [{_toml_key(name)}]{hint}", key=name)
         owners = [f"[{table}].{name}" for table, spec in _SIMPLE_TABLES.items() if name in spec]
         hint = f" (did you mean {owners[0]}?)" if owners else _suggest(name, _TABLES, lambda t: f"[{t}]")
-        raise ConfigError(f"{_source(source)}: unknown top-level key {_toml_key(name)}{hint}", key=name)
+        raise ConfigError(f"{source_name(source)}: unknown top-level key {_toml_key(name)}{hint}", key=name)
     tables = {
         name: _read_table(data[name], _Key(source, (name,)), spec)
         for name, spec in _SIMPLE_TABLES.items()
@@ -552,7 +543,7 @@ def _toml_error(source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
         where = "the end of the document"
         message = message.replace(" (at end of document)", "")
     message = " ".join(message.split("\n"))
-    return ConfigError(f"{_source(source)}: malformed TOML at {where}: {message}")
+    return ConfigError(f"{source_name(source)}: malformed TOML at {where}: {message}")
 
 
 def loads_config(text: str, *, source: str = "config.toml") -> Config:
@@ -562,7 +553,7 @@ def loads_config(text: str, *, source: str = "config.toml") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(source, exc) from None
     except RecursionError:
-        raise ConfigError(f"{_source(source)}: malformed TOML: nested too deeply") from None
+        raise ConfigError(f"{source_name(source)}: malformed TOML: nested too deeply") from None
     return parse_config(data, source=source)
 
 
@@ -584,15 +575,15 @@ def load_config(
     except FileNotFoundError:
         if path is None:
             return Config()
-        raise ConfigError(f"{_source(source)}: config file not found") from None
+        raise ConfigError(f"{source_name(source)}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(source, exc) from None
     except RecursionError:
-        raise ConfigError(f"{_source(source)}: malformed TOML: nested too deeply") from None
+        raise ConfigError(f"{source_name(source)}: malformed TOML: nested too deeply") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{_source(source)}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{source_name(source)}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
-        raise ConfigError(f"{_source(source)}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(f"{source_name(source)}: cannot read: {exc.strerror or exc}") from None
     return parse_config(data, source=source)
 
 

@@ -7,33 +7,31 @@ from typing import Any
 import anyio
 import click
 
-from . import (
-    EXIT_BLOCKED,
-    EXIT_FAILED,
-    EXIT_OK,
-    AppState,
-    CliError,
-    _configured,
-    _emit_json,
-    _group_document,
-    _json_option,
-    _load_records,
-    _progress,
-    _raise_for,
-    _run_options,
-    _run_with_signals,
-    _signal_exit,
-    _tracker_for,
-    main,
-    pass_state,
-)
-from ..runtime.coordinator import AsyncParallelCoordinator
 from ..errors import MaestroError, ValidationError
 from ..markers import SEQUENTIAL
 from ..models import GroupMetadata, TaskStatus
 from ..plan import Plan, next_step, plan_run
+from ..runtime.coordinator import AsyncParallelCoordinator
 from ..tasks import TaskRecord
 from ..trackers.local import closed_in_stored_groups
+from ._common import (
+    AppState,
+    BadInputError,
+    ExitCode,
+    cli_error,
+    command,
+    configured,
+    emit_json,
+    group_document,
+    json_option,
+    load_records,
+    pass_state,
+    progress_view,
+    run_options,
+    run_with_signals,
+    signal_exit,
+    tracker_for,
+)
 
 __all__ = ("run_command",)
 
@@ -48,13 +46,13 @@ def _print_plan(plan: Plan, total: int) -> None:
         click.echo(f"  never runs: {task_id} (waits on {', '.join(blockers) or 'nothing it can reach'})")
 
 
-@main.command(name="run")
+@command(name="run")
 @click.option("--tasks-file", metavar="FILE", help="A tasks.json file, or - for standard input.")
 @click.option("--from-beads", is_flag=True, help="Read the tasks from the beads tracker (bd).")
-@_run_options
+@run_options
 @click.option("--keep-going", is_flag=True, help="Go on after a failed step (what depends on it stays undone).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; run and write nothing.")
-@_json_option
+@json_option()
 @pass_state
 def run_command(
     state: AppState,
@@ -74,28 +72,28 @@ def run_command(
     1 a step failed, 2 bad input or a dependency cycle, 3 some tasks could not
     run (blocked), 4 a group is busy, 130/143 interrupted.
     """
-    config = _configured(state, **flags)
-    tracker, source = _tracker_for(state, tasks_file, from_beads)
-    records = _load_records(tracker)
+    config = configured(state, **flags)
+    tracker, source = tracker_for(state, tasks_file, from_beads)
+    records = load_records(tracker)
     taking_part = [r for r in records if r.takes_part]
     done = {r.task_id for r in records if r.done} | anyio.run(closed_in_stored_groups, state.repo_root)
     try:
         plan = plan_run(taking_part, done)
     except ValidationError as exc:
-        raise CliError(str(exc)) from None
+        raise BadInputError(str(exc)) from exc
     if dry_run:
         if as_json:
-            _emit_json({"total_tasks": len(taking_part), **plan.to_dict()})
+            emit_json({"total_tasks": len(taking_part), **plan.to_dict()})
         else:
             _print_plan(plan, len(taking_part))
-        return EXIT_OK
+        return ExitCode.OK
     if not taking_part:
         state.progress(f"nothing to run in {source}")
         if as_json:
-            _emit_json({"status": "completed", "steps": [], "remaining": []})
-        return EXIT_OK
+            emit_json({"status": "completed", "steps": [], "remaining": []})
+        return ExitCode.OK
 
-    with _progress(state) as on_event:
+    with progress_view(state) as on_event:
         parallel = AsyncParallelCoordinator(state.repo_root, config=config, tracker=tracker, on_event=on_event)
         sequential = AsyncParallelCoordinator(
             state.repo_root, config=config.with_overrides(max_parallel=1), tracker=tracker, on_event=on_event
@@ -107,14 +105,14 @@ def run_command(
             )
 
         try:
-            steps, received = _run_with_signals(state, [parallel, sequential], body)
+            steps, received = run_with_signals(state, [parallel, sequential], body)
         except MaestroError as exc:
-            _raise_for(exc)
+            raise cli_error(exc) from exc
     remaining = [r.task_id for r in taking_part if r.task_id not in _finished(done, steps)]
     failed = any(meta.status is TaskStatus.FAILED for meta in steps)
     status = "failed" if failed else ("blocked" if remaining else "completed")
     if as_json:
-        _emit_json({"status": status, "steps": [_group_document(m) for m in steps], "remaining": remaining})
+        emit_json({"status": status, "steps": [group_document(m) for m in steps], "remaining": remaining})
     else:
         for meta in steps:
             done_count = sum(r.get("status") == "completed" for r in meta.results)
@@ -122,10 +120,10 @@ def run_command(
             for error in meta.errors:
                 click.echo(f"  error: {error}")
         click.echo(f"plan {status}" + (f"; not run: {', '.join(remaining)}" if remaining else ""))
-    exit_code = _signal_exit(received)
+    exit_code = signal_exit(received)
     if exit_code is not None:
         return exit_code
-    return EXIT_FAILED if failed else (EXIT_BLOCKED if remaining else EXIT_OK)
+    return ExitCode.FAILED if failed else (ExitCode.BLOCKED if remaining else ExitCode.OK)
 
 
 def _finished(done: set[str], steps: list[GroupMetadata]) -> set[str]:

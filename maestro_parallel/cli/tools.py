@@ -1,152 +1,66 @@
-"""``logs``, ``cancel`` and ``init``: following a group, stopping one, starting a configuration."""
+"""``cancel``, ``recover`` and ``init``: stopping a group, finishing an orphaned one, starting a configuration."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import time
-from pathlib import Path
 
+import anyio
 import click
 
-from . import (
-    EXIT_FAILED,
-    EXIT_OK,
-    AppState,
-    CliError,
-    _check_group_id,
-    _emit_json,
-    _json_option,
-    _stored,
-    main,
-    pass_state,
-)
 from ..config import CONFIG_RELATIVE_PATH, config_template
-from ..markers import is_safe_task_id
+from ..errors import MaestroError
+from ..runtime.coordinator import AsyncParallelCoordinator
 from ..state.store import GroupStore
+from ..trackers.local import LocalTracker
+from ._common import (
+    AppState,
+    ExitCode,
+    FailedError,
+    check_group_id,
+    cli_error,
+    command,
+    emit_json,
+    group_document,
+    json_option,
+    pass_state,
+    print_group,
+    stored,
+)
 
-__all__ = ("cancel", "init", "logs")
-
-_SPECIAL_LOGS = ("_refresh", "_tests")
-_CHUNK = 64 * 1024
-
-
-def _log_names(store: GroupStore, task_ids: list[str], task_id: str | None) -> list[str]:
-    if task_id is not None:
-        if task_id not in task_ids and task_id not in _SPECIAL_LOGS:
-            raise CliError(f"group {store.group_id} has no task {task_id!r:.80}", EXIT_FAILED)
-        return [task_id]
-    return ["_refresh", *task_ids, "_tests"]
-
-
-class _LogCursor:
-    """Where reading of one log stopped; yields whole lines (a partial last line waits for its end)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def read(self, *, final: bool) -> list[str]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except OSError:
-            return []
-        self.offset += len(data)
-        data = self.partial + data
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
-        if final and self.partial:
-            lines.append(self.partial)
-            self.partial = b""
-        return [line.decode("utf-8", "replace") for line in lines]
+__all__ = ("cancel", "init", "recover")
 
 
-def _emit_lines(name: str, lines: list[str], *, as_json: bool, header: bool) -> None:
-    if as_json:
-        for line in lines:
-            click.echo(json.dumps({"task_id": name, "line": line}, ensure_ascii=False))
-        return
-    if header and lines:
-        click.echo(f"==> {name} <==")
-    for line in lines:
-        click.echo(line)
-
-
-@main.command()
-@click.option("--group-id", required=True)
-@click.option("--task-id", help="One task's log (or _refresh, _tests); default: every log of the group.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the group finishes.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines: {\"task_id\", \"line\"}.")
-@pass_state
-def logs(state: AppState, group_id: str, task_id: str | None, follow: bool, as_json: bool) -> int:
-    """Print the agents' output of a group (with --follow, as it is written)."""
-    _check_group_id(group_id, allow_sequential=True)
-    if task_id is not None and not (is_safe_task_id(task_id) or task_id in _SPECIAL_LOGS):
-        raise CliError(f"invalid task id {task_id!r:.80}")
-    seen = _stored(state, group_id)
-    if seen is None:
-        raise CliError(f"no such group: {group_id}", EXIT_FAILED)
-    if seen.metadata is None:
-        raise CliError(seen.error or f"group {group_id} is unreadable", EXIT_FAILED)
-    store = GroupStore(state.repo_root, group_id)
-    names = _log_names(store, list(seen.metadata.tasks), task_id)
-    cursors = {name: _LogCursor(store.logs_dir / f"{name}.log") for name in names}
-    header = task_id is None
-    if not follow:
-        for name, cursor in cursors.items():
-            _emit_lines(name, cursor.read(final=True), as_json=as_json, header=header)
-        return EXIT_OK
-    try:
-        while True:
-            current = _stored(state, group_id)
-            running = (
-                current is not None
-                and current.metadata is not None
-                and current.metadata.status.value in ("pending", "in_progress")
-                and not current.stale
-            )
-            for name, cursor in cursors.items():
-                _emit_lines(name, cursor.read(final=not running), as_json=as_json, header=header)
-            if not running:
-                return EXIT_OK
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        return EXIT_OK
-
-
-@main.command()
+@command()
 @click.option("--group-id", required=True)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the group has stopped.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=120, show_default=True, help="Seconds to wait.")
-@_json_option
+@json_option()
 @pass_state
 def cancel(state: AppState, group_id: str, wait: bool, timeout: float, as_json: bool) -> int:
     """Stop a group that another terminal runs (SIGTERM to its coordinator, which stops every agent)."""
-    _check_group_id(group_id, allow_sequential=True)
+    check_group_id(group_id, allow_sequential=True)
     store = GroupStore(state.repo_root, group_id)
     holder = store.holder()
     if holder is None or holder.pid is None:
-        raise CliError(f"group {group_id} is not running", EXIT_FAILED)
+        raise FailedError(f"group {group_id} is not running")
     if holder.host and holder.host != socket.gethostname():
-        raise CliError(f"group {group_id} is run by pid {holder.pid} on {holder.host}; cancel it there", EXIT_FAILED)
+        raise FailedError(f"group {group_id} is run by pid {holder.pid} on {holder.host}; cancel it there")
     try:
         os.kill(holder.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        raise CliError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone", EXIT_FAILED) from None
+    except ProcessLookupError as exc:
+        raise FailedError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone") from exc
     state.progress(f"sent SIGTERM to the coordinator of group {group_id} (pid {holder.pid})")
     stopped = not wait or _wait_until_released(store, timeout)
-    seen = _stored(state, group_id)
+    seen = stored(state, group_id)
     status = seen.metadata.status.value if seen is not None and seen.metadata is not None else None
     if as_json:
-        _emit_json({"group_id": group_id, "signalled_pid": holder.pid, "stopped": stopped, "status": status})
+        emit_json({"group_id": group_id, "signalled_pid": holder.pid, "stopped": stopped, "status": status})
     else:
         click.echo(f"group {group_id}: " + (f"stopped ({status})" if stopped else "still stopping"))
-    return EXIT_OK if stopped else EXIT_FAILED
+    return ExitCode.OK if stopped else ExitCode.FAILED
 
 
 def _wait_until_released(store: GroupStore, timeout: float) -> bool:
@@ -159,21 +73,44 @@ def _wait_until_released(store: GroupStore, timeout: float) -> bool:
     return True
 
 
-@main.command()
+@command()
+@click.option("--group-id", required=True)
+@json_option()
+@pass_state
+def recover(state: AppState, group_id: str, as_json: bool) -> int:
+    """Finish a group whose coordinator died: stop its agents, mark their tasks interrupted."""
+    check_group_id(group_id, allow_sequential=True)
+    coordinator = AsyncParallelCoordinator(state.repo_root, config=state.config(), tracker=LocalTracker(state.repo_root))
+    try:
+        meta, recovered = anyio.run(coordinator.recover_group, group_id)
+    except MaestroError as exc:  # not found, busy, unreadable
+        raise cli_error(exc) from exc
+    if as_json:
+        emit_json(group_document(meta, {"recovered": recovered}))
+    else:
+        if recovered:
+            click.echo(f"recovered {len(recovered)} task(s): {', '.join(recovered)}")
+        else:
+            click.echo(f"group {group_id} needs no recovery ({meta.status.value})")
+        print_group(meta)
+    return ExitCode.OK
+
+
+@command()
 @click.option("--force", is_flag=True, help="Overwrite an existing config.toml.")
-@_json_option
+@json_option()
 @pass_state
 def init(state: AppState, force: bool, as_json: bool) -> int:
     """Write .flow/maestro/config.toml with every key at its default, commented."""
     path = state.repo_root / CONFIG_RELATIVE_PATH
     if path.exists() and not force:
-        raise CliError(f"{path} already exists (--force to overwrite)", EXIT_FAILED)
+        raise FailedError(f"{path} already exists (--force to overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(config_template())
     os.replace(tmp, path)
     if as_json:
-        _emit_json({"path": str(path), "written": True})
+        emit_json({"path": str(path), "written": True})
     else:
         click.echo(f"wrote {path}")
-    return EXIT_OK
+    return ExitCode.OK

@@ -33,6 +33,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._text import one_line
 from ..config import TrackerConfig
 from ..errors import TrackerError, ValidationError
 from ..runtime.process import describe_returncode, stop_process_group
@@ -79,10 +80,6 @@ def default_actor() -> str:
 # --------------------------------------------------------------------------- reading bd's output
 
 
-def _one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
 
 def _error_of(obj: object) -> str | None:
     """The message of a ``{"error": ...}`` object, also inside a ``{"data": ...}`` envelope."""
@@ -111,7 +108,7 @@ def stderr_line(stderr: str) -> str:
                 line = message
         if line not in parts:
             parts.append(line)
-    return _one_line(" ".join(parts))
+    return one_line(" ".join(parts), _MESSAGE_LIMIT)
 
 
 class BdOutputError(ValueError):
@@ -130,7 +127,7 @@ def decode_payload(stdout: str) -> Any:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        raise BdOutputError(f"printed something that is not JSON: {_one_line(repr(text[:80]), 100)}") from None
+        raise BdOutputError(f"printed something that is not JSON: {one_line(repr(text[:80]), 100)}") from None
 
 
 def unwrap_issues(payload: Any) -> list[dict[str, Any]]:
@@ -150,7 +147,7 @@ def unwrap_issues(payload: Any) -> list[dict[str, Any]]:
     if isinstance(payload, Mapping):
         error = _error_of(payload)
         if error is not None and "id" not in payload:
-            raise BdOutputError(f"answered with an error: {_one_line(error)}")
+            raise BdOutputError(f"answered with an error: {one_line(error, _MESSAGE_LIMIT)}")
         if isinstance(payload.get("id"), str):
             return [dict(payload)]
         raise BdOutputError(f"answered with an object that is not an issue (keys {sorted(map(str, payload))[:8]})")
@@ -196,13 +193,13 @@ def failures_in_stderr(stderr: str, task_ids: Sequence[str]) -> dict[str, str]:
         failed = obj.get("failed") if isinstance(obj, Mapping) else None
         for item in failed if isinstance(failed, list) else []:
             if isinstance(item, Mapping) and item.get("id") in wanted and isinstance(item.get("error"), str):
-                failures[item["id"]] = _one_line(item["error"])
+                failures[item["id"]] = one_line(item["error"], _MESSAGE_LIMIT)
     for task_id in sorted(wanted - failures.keys(), key=len, reverse=True):
         for line in lines:
             if line.startswith("{") or line.lower().startswith("hint:"):
                 continue
             if _mentions(line, task_id):
-                failures[task_id] = _one_line(line)
+                failures[task_id] = one_line(line, _MESSAGE_LIMIT)
                 break
     return failures
 
@@ -392,7 +389,7 @@ class BdResult:
         """A one-line error about this call, carrying bd's stderr."""
         detail = stderr_line(self.stderr)
         message = f"bd {self.command} {problem}" + (f": {detail}" if detail else "")
-        return TrackerError(_one_line(message, 2 * _MESSAGE_LIMIT), stderr=detail)
+        return TrackerError(one_line(message, 2 * _MESSAGE_LIMIT), stderr=detail)
 
 
 async def _communicate(process: anyio.abc.Process) -> tuple[bytes, bytes]:
@@ -628,7 +625,7 @@ class BeadsTracker:
             except BdOutputError as exc:
                 if _error_of(payload) is None:
                     raise result.failure(str(exc)) from None
-                general = _one_line(_error_of(payload) or general)
+                general = one_line(_error_of(payload) or general, _MESSAGE_LIMIT)
         failures = failures_in_stderr(result.stderr, task_ids)
         if not returned and not failures:
             if result.returncode != 0:
