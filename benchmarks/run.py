@@ -235,7 +235,7 @@ def run_timed(argv: Sequence[str], *, cwd: Path, stdin_data: bytes | None = None
         side.close()
         stdin: Any = subprocess.DEVNULL
         if stdin_data is not None:
-            stdin = tempfile.TemporaryFile()
+            stdin = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the others below
             stdin.write(stdin_data)
             stdin.seek(0)
         spawner = [sys.executable, "-I", "-S", str(HERE / "spawn.py"), side.name, *argv]
@@ -976,7 +976,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     ensure_project_python()
     args = parse_args(argv)
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
     raise_open_files_limit()
     compile_package()

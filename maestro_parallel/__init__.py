@@ -55,10 +55,10 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from .config import Config, load_config
-    from .runtime.coordinator import AsyncParallelCoordinator
     from .errors import MaestroError
     from .markers import detect_groups, detect_subagent, extract_relevant_files
     from .models import GroupMetadata, GroupPhase, TaskMetadata, TaskStatus
+    from .runtime.coordinator import AsyncParallelCoordinator
     from .runtime.sync import ParallelCoordinator
 
 

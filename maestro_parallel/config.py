@@ -20,12 +20,14 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ._text import show, source_name
+from .agents.argv import render_argv
 from .errors import ConfigError
 
 __all__ = (
@@ -240,8 +242,7 @@ def _template(names: frozenset[str], *, allow_empty: bool) -> _Check:
     argv = _argv(allow_empty=allow_empty)
 
     def check(value: object, where: _Key) -> tuple[str, ...]:
-        template = argv(value, where)
-        from .agents import render_argv
+        template: tuple[str, ...] = argv(value, where)
 
         try:
             render_argv(template, {name: "" for name in names}, key=where.label)
@@ -608,7 +609,8 @@ def config_template() -> str:
     Keys a preset derives (``command``, ``result_format``) are commented out, so
     changing ``preset`` alone takes effect.
     """
-    agent, refresh, tests, skills, tracker = AgentSettings(), RefreshConfig(), TestsConfig(), SkillsConfig(), TrackerConfig()
+    agent, refresh, tests = AgentSettings(), RefreshConfig(), TestsConfig()
+    skills, tracker = SkillsConfig(), TrackerConfig()
     return f"""\
 # maestro-parallel configuration. Every key is optional; the values shown are the defaults.
 # Argv templates are lists, never shell strings. Placeholders: {{prompt}}, {{prompt_file}},
@@ -644,7 +646,9 @@ enabled = {_toml(tests.enabled)}
 timeout_seconds = {_toml(tests.timeout_seconds)}
 
 [skills]
-command = {_toml(skills.command)}  # empty: .claude/skills/<name>/SKILL.md; else argv ({{skill}}, {{task_id}}, {{repo_root}}) printing the guidance
+# command: empty reads .claude/skills/<name>/SKILL.md; else an argv printing the guidance
+# ({{skill}}, {{task_id}} and {{repo_root}} are filled in)
+command = {_toml(skills.command)}
 timeout_seconds = {_toml(skills.timeout_seconds)}
 
 [tracker]

@@ -193,7 +193,7 @@ def _refresh_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | N
 
 def _phase_changed(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
     try:
-        meta.phase = GroupPhase(event.get("phase"))
+        meta.phase = GroupPhase(str(event.get("phase")))
     except ValueError:
         pass
 
@@ -308,7 +308,7 @@ def _group_error(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) 
 
 def _group_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
     try:
-        meta.status = TaskStatus(event.get("status"))
+        meta.status = TaskStatus(str(event.get("status")))
     except ValueError:
         return
     meta.completed_at = at

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from .errors import ValidationError
 
@@ -27,7 +28,7 @@ __all__ = (
 )
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     """Status of a task, and of a group as a whole."""
 
     PENDING = "pending"
@@ -36,11 +37,8 @@ class TaskStatus(str, enum.Enum):
     FAILED = "failed"
     BLOCKED = "blocked"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class GroupPhase(str, enum.Enum):
+class GroupPhase(enum.StrEnum):
     """The four phases a group goes through, in order."""
 
     PRE_EXECUTION = "pre_execution"
@@ -48,13 +46,10 @@ class GroupPhase(str, enum.Enum):
     COORDINATION = "coordination"
     POST_EXECUTION = "post_execution"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 def format_timestamp(moment: datetime) -> str:
     """Format ``moment`` as ISO 8601 in UTC with milliseconds and a ``Z``."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

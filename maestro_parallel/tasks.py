@@ -14,8 +14,9 @@ the key, because a person fixes a file from that line alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ._text import show, source_name
 from .errors import ValidationError
@@ -150,12 +151,12 @@ def _read_id(obj: Mapping[str, Any], where: _Where) -> str:
     if id_value is None and alt_value is None:
         raise where.error(None, "has no 'id' (or 'task_id'): a task needs a string id")
     if id_value is not None and alt_value is not None:
-        _safe_id(id_value, "id", where)
+        task_id = _safe_id(id_value, "id", where)
         _safe_id(alt_value, "task_id", where)
-        if id_value != alt_value:
-            where.task_id = id_value
-            raise where.error("task_id", f"disagrees with 'id': {show(alt_value)} != {show(id_value)}")
-        return id_value
+        if task_id != alt_value:
+            where.task_id = task_id
+            raise where.error("task_id", f"disagrees with 'id': {show(alt_value)} != {show(task_id)}")
+        return task_id
     return _safe_id(id_value, "id", where) if id_value is not None else _safe_id(alt_value, "task_id", where)
 
 

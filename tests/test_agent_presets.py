@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import pid_alive, task
 
 import maestro_parallel.runtime.group_run as group_run_module
-from conftest import pid_alive, task
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge
 from maestro_parallel.cli import main

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import fake_bd
 import pytest
 from click.testing import CliRunner, Result
-
-import fake_bd
 from conftest import pid_alive, write_config
+
 from maestro_parallel.cli import main
 from maestro_parallel.config import TrackerConfig
 from maestro_parallel.errors import TrackerError

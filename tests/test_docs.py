@@ -44,7 +44,7 @@ def test_every_fence_is_closed_and_has_a_language_or_is_a_diagram() -> None:
     for doc in DOCS:
         text = doc.read_text()
         assert text.count("```") % 2 == 0, doc
-        for lang, body, line in blocks(doc):
+        for lang, _body, line in blocks(doc):
             assert lang in ("sh", "python", "toml", "json", ""), f"{doc.name}:{line}: unknown language {lang!r}"
 
 

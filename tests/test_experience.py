@@ -17,15 +17,15 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner, Result
+from conftest import runs, task
 from rich.console import Console
 
-from conftest import runs, task
 from maestro_parallel import AsyncParallelCoordinator, load_config
 from maestro_parallel.cli import main
+from maestro_parallel.cli.progress import LiveProgress, describe_event
 from maestro_parallel.config import Config, config_template, loads_config
 from maestro_parallel.errors import ValidationError
 from maestro_parallel.plan import find_cycle, next_step, plan_run
-from maestro_parallel.cli.progress import LiveProgress, describe_event
 from maestro_parallel.tasks import parse_tasks
 from maestro_parallel.trackers import LocalTracker
 

@@ -24,10 +24,10 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
+from conftest import task, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import task, write_config
 from maestro_parallel import AsyncParallelCoordinator, TaskStatus
 from maestro_parallel.cli import main
 from maestro_parallel.config import Config, loads_config

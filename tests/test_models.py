@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -81,9 +81,9 @@ def test_task_status_rejects_values_outside_the_contract(value: str) -> None:
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
-        (datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=timezone.utc), "2026-11-28T12:00:00.123Z"),
-        (datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc), "2026-11-28T12:00:00.000Z"),
-        (datetime(2026, 11, 28, 12, 0, 0, 999999, tzinfo=timezone.utc), "2026-11-28T12:00:00.999Z"),
+        (datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC), "2026-11-28T12:00:00.123Z"),
+        (datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC), "2026-11-28T12:00:00.000Z"),
+        (datetime(2026, 11, 28, 12, 0, 0, 999999, tzinfo=UTC), "2026-11-28T12:00:00.999Z"),
         (datetime(2024, 1, 1, 2, 30, 5, 7000, tzinfo=timezone(timedelta(hours=2, minutes=30))), "2024-01-01T00:00:05.007Z"),
         (datetime(2024, 1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=5))), "2023-12-31T20:00:00.000Z"),
         (datetime(2023, 12, 31, 23, 0, 0, tzinfo=timezone(timedelta(hours=-2))), "2024-01-01T01:00:00.000Z"),
@@ -94,11 +94,11 @@ def test_format_timestamp(moment: datetime, expected: str) -> None:
 
 
 def test_utc_now_is_iso_8601_utc_with_milliseconds_and_z() -> None:
-    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    before = datetime.now(UTC) - timedelta(seconds=1)
     stamp = utc_now()
-    after = datetime.now(timezone.utc) + timedelta(seconds=1)
+    after = datetime.now(UTC) + timedelta(seconds=1)
     assert TIMESTAMP.fullmatch(stamp), stamp
-    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before <= parsed <= after
 
 

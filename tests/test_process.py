@@ -21,20 +21,19 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import pid_alive
 
 from maestro_parallel.runtime.process import (
+    START_TIME_TOLERANCE,
     AgentProcess,
     CommandResult,
     describe_returncode,
     group_alive,
     kill_process_group,
-    START_TIME_TOLERANCE,
     process_start_time,
     run_command,
     stop_process_group,
 )
-
-from conftest import pid_alive
 
 #: Room for a loaded 2-core CI machine on top of every bound the module promises.
 SLACK = 5.0

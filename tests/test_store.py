@@ -31,11 +31,13 @@ from maestro_parallel.state.store import (
     GROUPS_RELATIVE_PATH,
     GroupStore,
     SnapshotWriter,
-    TestsLock as SuiteLock,  # aliased: pytest would try to collect a class named Test*
     list_group_ids,
     lock_holder,
     read_stored_group,
     read_stored_groups,
+)
+from maestro_parallel.state.store import (
+    TestsLock as SuiteLock,  # aliased: pytest would try to collect a class named Test*
 )
 
 #: Holds the lock of group argv[2] under repository argv[1] until killed; says "ready" once it does.

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-
 #: Linux limits one argv element to 128 KiB including its terminating NUL.
 ARG_MAX_ELEMENT = 128 * 1024 - 1
 
@@ -50,7 +49,9 @@ def render_argv(template: Sequence[str], values: Mapping[str, str], *, key: str 
                 return "}"
             name = match.group(1)
             if name is None:
-                raise ConfigError(f"{key}: stray {token!r} in {element!r:.80} (write {token * 2} for a literal brace)", key=key)
+                raise ConfigError(
+                    f"{key}: stray {token!r} in {element!r:.80} (write {token * 2} for a literal brace)", key=key
+                )
             if name not in values:
                 known = ", ".join("{" + p + "}" for p in sorted(values))  # the ones usable in this template
                 raise ConfigError(f"{key}: unknown placeholder {{{name}}} (known: {known})", key=key)
@@ -84,9 +85,7 @@ def resolve_executable(program: str, *, repo_root: Path, path: str | None) -> st
     return shutil.which(program, path=path)
 
 
-def agent_environment(
-    base: Mapping[str, str], extra: Mapping[str, str], maestro: Mapping[str, str]
-) -> dict[str, str]:
+def agent_environment(base: Mapping[str, str], extra: Mapping[str, str], maestro: Mapping[str, str]) -> dict[str, str]:
     """The coordinator's environment minus ``CLAUDECODE``, plus ``extra``, plus ``MAESTRO_*``.
 
     Claude Code refuses to start inside another Claude Code session, and the

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
-
 _RATE_LIMIT = re.compile(
     # "rate" must not end another word: "generate limits" and "accurate limit" are no rate limit.
     rb"\b429\b|(?<![a-z])rate[ _-]?limit|too many requests|temporarily limiting|overloaded", re.IGNORECASE

@@ -80,7 +80,7 @@ class CliError(click.ClickException):
     tell whether the command was asked for ``--json``.
     """
 
-    exit_code: ClassVar[int] = ExitCode.USAGE  # type: ignore[misc]  # click declares a plain class attribute
+    exit_code: ClassVar[int] = ExitCode.USAGE
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -413,7 +413,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options that shape how agents run, shared by ``execute`` and ``run``."""
     options = [
         click.option("--max-parallel", type=click.IntRange(min=0), help="At most N agents at a time (0: all at once)."),
-        click.option("--timeout", "group_timeout", type=click.FloatRange(min=0), help="Whole-group timeout in seconds."),
+        click.option(
+            "--timeout", "group_timeout", type=click.FloatRange(min=0), help="Whole-group timeout in seconds."
+        ),
         click.option("--task-timeout", type=click.FloatRange(min=0), help="Per-task timeout in seconds."),
         click.option("--no-refresh", is_flag=True, help="Skip the context refresh."),
         click.option("--no-tests", is_flag=True, help="Skip the test suite."),

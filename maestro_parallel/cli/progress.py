@@ -176,7 +176,9 @@ class LiveProgress:
         title = f"group {group.group_id} · {state} · {(group.ended or now) - group.started:.0f}s"
         return title, counts, rows, max(0, len(tasks) - self.max_rows)
 
-    def _table(self, group_id: str, title: str, counts: dict[str, int], rows: list[tuple[str, ...]], hidden: int) -> Table:
+    def _table(
+        self, group_id: str, title: str, counts: dict[str, int], rows: list[tuple[str, ...]], hidden: int
+    ) -> Table:
         from rich.table import Table
         from rich.text import Text
 

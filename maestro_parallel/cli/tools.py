@@ -80,7 +80,9 @@ def _wait_until_released(store: GroupStore, timeout: float) -> bool:
 def recover(state: AppState, group_id: str, as_json: bool) -> int:
     """Finish a group whose coordinator died: stop its agents, mark their tasks interrupted."""
     check_group_id(group_id, allow_sequential=True)
-    coordinator = AsyncParallelCoordinator(state.repo_root, config=state.config(), tracker=LocalTracker(state.repo_root))
+    coordinator = AsyncParallelCoordinator(
+        state.repo_root, config=state.config(), tracker=LocalTracker(state.repo_root)
+    )
     try:
         meta, recovered = anyio.run(coordinator.recover_group, group_id)
     except MaestroError as exc:  # not found, busy, unreadable

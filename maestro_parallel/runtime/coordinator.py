@@ -24,14 +24,14 @@ import anyio
 
 from ..config import Config, load_config
 from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationError
-from .group_run import GroupRun
-from .hooks import run_refresh, run_tests
 from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
 from ..models import GroupMetadata, TaskMetadata, TaskStatus
 from ..state.store import GroupStore, StoredGroup, read_stored_group, read_stored_groups
 from ..tasks import TaskRecord, coerce_task
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
+from .group_run import GroupRun
+from .hooks import run_refresh, run_tests
 
 __all__ = (
     "AsyncParallelCoordinator",
@@ -96,7 +96,8 @@ def validate_group(group_tasks: Sequence[Any], group_id: object) -> list[TaskRec
         record = coerce_task(item, index=index, source=f"group {group_id}")
         if record.task_id in seen:
             raise ValidationError(
-                f"group {group_id}: duplicate task id {record.task_id!r} (tasks #{seen[record.task_id] + 1} and #{index + 1})"
+                f"group {group_id}: duplicate task id {record.task_id!r} "
+                f"(tasks #{seen[record.task_id] + 1} and #{index + 1})"
             )
         seen[record.task_id] = index
         records.append(record)

@@ -40,21 +40,21 @@ from ..agents import (
 from ..config import AgentSettings
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION, apply_event, make_event
-from .hooks import command_env, run_refresh, run_tests
-from ..state.logfiles import append_bytes, file_size, read_head, read_tail, scan_log
 from ..markers import is_safe_task_id
 from ..models import GroupMetadata, GroupPhase, TaskStatus
+from ..state.logfiles import append_bytes, file_size, read_head, read_tail, scan_log
+from ..state.store import GroupStore, SnapshotWriter
+from ..tasks import TaskRecord
+from .hooks import command_env, run_refresh, run_tests
 from .process import (
     describe_returncode,
     group_alive,
     kill_process_group,
-    same_start,
     run_command,
+    same_start,
     stop_process_group,
     stop_processes_by_environment,
 )
-from ..state.store import GroupStore, SnapshotWriter
-from ..tasks import TaskRecord
 
 if TYPE_CHECKING:
     from .coordinator import AsyncParallelCoordinator
@@ -105,10 +105,10 @@ async def recover_orphans(run: GroupRun, events: Sequence[Mapping[str, Any]]) ->
     for task_id, started in open_starts.items():
         pgid, start_time = started.get("pgid"), started.get("start_time")
         note = "its coordinator died"
-        if isinstance(pgid, int) and pgid > 1 and group_alive(pgid):
-            if same_start(start_time if isinstance(start_time, int) else None, pgid):
-                await stop_process_group(pgid, run.grace)
-                note = f"its coordinator died; process group {pgid} was stopped"
+        recorded = start_time if isinstance(start_time, int) else None
+        if isinstance(pgid, int) and pgid > 1 and group_alive(pgid) and same_start(recorded, pgid):
+            await stop_process_group(pgid, run.grace)
+            note = f"its coordinator died; process group {pgid} was stopped"
         await run.emit("task_finished", task_id=task_id, status="failed", exit_code=None, error="interrupted",
                        extra={"recovery": note})
     if events:
@@ -254,7 +254,9 @@ class GroupRun:
         try:
             await self.store.prepare()
         except OSError as exc:
-            raise StateError(f"cannot create the group's folders under {self.store.dir}: {exc.strerror or exc}") from None
+            raise StateError(
+                f"cannot create the group's folders under {self.store.dir}: {exc.strerror or exc}"
+            ) from exc
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_snapshots)
@@ -297,8 +299,13 @@ class GroupRun:
                 for result in self.meta.results:
                     if result.get("status") in ("pending", "in_progress"):
                         recovered.append(result["task_id"])
-                        await self.emit("task_finished", task_id=result["task_id"], status="failed",
-                                        exit_code=None, error="interrupted")
+                        await self.emit(
+                            "task_finished",
+                            task_id=result["task_id"],
+                            status="failed",
+                            exit_code=None,
+                            error="interrupted",
+                        )
                 await self.emit("group_error", message="its coordinator died; the run was recovered")
                 await self.emit("group_finished", status=TaskStatus.FAILED.value)
                 await self.flush()
@@ -350,19 +357,28 @@ class GroupRun:
 
         for record in self.records:
             if record.done and self._status(record.task_id) != TaskStatus.COMPLETED.value:
-                await self.emit("task_finished", task_id=record.task_id, status="completed", exit_code=None,
-                                error=None, extra={"closed": True, "already_closed": True})
+                await self.emit(
+                    "task_finished",
+                    task_id=record.task_id,
+                    status="completed",
+                    exit_code=None,
+                    error=None,
+                    extra={"closed": True, "already_closed": True},
+                )
         pending = [r for r in self.records if self._status(r.task_id) != TaskStatus.COMPLETED.value]
         try:
             blockers = await self._tracker_call(self.tracker.find_blockers(pending))
         except TrackerError as exc:
             for record in pending:
-                await self.emit("task_finished", task_id=record.task_id, status="failed", exit_code=None,
-                                error=f"dependency check failed: {exc}")
+                await self.emit(
+                    "task_finished",
+                    task_id=record.task_id,
+                    status="failed",
+                    exit_code=None,
+                    error=f"dependency check failed: {exc}",
+                )
             return []
-        available = available_subagents(
-            [self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"]
-        )
+        available = available_subagents([self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"])
         plans: list[LaunchPlan] = []
         for record in pending:
             plan = self._plan(record, available)
@@ -391,7 +407,9 @@ class GroupRun:
                         f"(needed by {first.record.task_id}, {first.config_key})"
                     )
                 await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
-                await self.emit("task_finished", task_id=plan.record.task_id, status="failed", exit_code=None, error=error)
+                await self.emit(
+                    "task_finished", task_id=plan.record.task_id, status="failed", exit_code=None, error=error
+                )
             return []
         return plans
 
@@ -451,15 +469,25 @@ class GroupRun:
             claims = await self._tracker_call(self.tracker.claim([p.record.task_id for p in plans]))
         except TrackerError as exc:
             for plan in plans:
-                await self.emit("task_finished", task_id=plan.record.task_id, status="failed", exit_code=None,
-                                error=f"could not mark in progress: {exc}")
+                await self.emit(
+                    "task_finished",
+                    task_id=plan.record.task_id,
+                    status="failed",
+                    exit_code=None,
+                    error=f"could not mark in progress: {exc}",
+                )
             return
         launch: list[LaunchPlan] = []
         for plan in plans:
             task_id = plan.record.task_id
             if task_id not in claims:
-                await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None,
-                                error=f"the {self.tracker.name} tracker did not confirm the claim")
+                await self.emit(
+                    "task_finished",
+                    task_id=task_id,
+                    status="failed",
+                    exit_code=None,
+                    error=f"the {self.tracker.name} tracker did not confirm the claim",
+                )
             elif claims[task_id] is not None:
                 await self.emit("task_blocked", task_id=task_id, blockers=[], error=f"claim refused: {claims[task_id]}")
             else:
@@ -504,7 +532,11 @@ class GroupRun:
             except TrackerError as exc:
                 if not self.tracker_warned:
                     self.tracker_warned = True
-                    await self.emit("warning", task_id=None, message=f"tracker poll failed (completion still follows process exits): {exc}")
+                    await self.emit(
+                        "warning",
+                        task_id=None,
+                        message=f"tracker poll failed (completion still follows process exits): {exc}",
+                    )
                 continue
             for task_id, status in statuses.items():
                 agent = self.running.get(task_id)
@@ -532,8 +564,13 @@ class GroupRun:
                 await plan.prepared.wait()
                 if plan.problem is not None or not plan.argv:
                     await self._note_launched(task_id)
-                    await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None,
-                                    error=plan.problem or "not prepared")
+                    await self.emit(
+                        "task_finished",
+                        task_id=task_id,
+                        status="failed",
+                        exit_code=None,
+                        error=plan.problem or "not prepared",
+                    )
                     return
                 argv, env = plan.argv, plan.env
                 attempt = int((self.meta.result_for(task_id) or {}).get("attempts") or 0)
@@ -547,8 +584,9 @@ class GroupRun:
                         retries -= 1
                         delay = min(_RETRY_MAX_SECONDS, _RETRY_BASE_SECONDS * 2 ** (attempt - 1))
                         delay = round(delay * random.uniform(0.5, 1.5), 2)
-                        await self.emit("task_retry", task_id=task_id, attempt=attempt, delay_seconds=delay,
-                                        reason=verdict.error)
+                        await self.emit(
+                            "task_retry", task_id=task_id, attempt=attempt, delay_seconds=delay, reason=verdict.error
+                        )
                         await anyio.sleep(delay)
                         continue
                     break
@@ -566,8 +604,9 @@ class GroupRun:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if self._status(task_id) not in ("completed", "failed"):
-                    await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None,
-                                    error=self.cancel_reason())
+                    await self.emit(
+                        "task_finished", task_id=task_id, status="failed", exit_code=None, error=self.cancel_reason()
+                    )
             raise
 
     async def _prepare_all(self, plans: list[LaunchPlan]) -> None:
@@ -584,8 +623,13 @@ class GroupRun:
         try:
             for index, plan in enumerate(plans):
                 skills, missing = await self._load_skills(plan.record)
-                prompt = build_prompt(task=plan.record.metadata, subagent=plan.subagent, group_id=self.group_id,
-                                      context=self.context, skills=skills)
+                prompt = build_prompt(
+                    task=plan.record.metadata,
+                    subagent=plan.subagent,
+                    group_id=self.group_id,
+                    context=self.context,
+                    skills=skills,
+                )
                 batch.append((plan, skills, missing, prompt))
                 if len(batch) >= size or index == len(plans) - 1:
                     await self._write_prompts(batch)
@@ -599,11 +643,11 @@ class GroupRun:
         paths = [self.store.prompt_path(plan.record.task_id) for plan, _, _, _ in batch]
         try:
             errors: list[OSError | None] = await self.store.write_prompts(
-                [(path, prompt) for path, (_, _, _, prompt) in zip(paths, batch)]
+                [(path, prompt) for path, (_, _, _, prompt) in zip(paths, batch, strict=True)]
             )
         except OSError as exc:
             errors = [exc] * len(batch)
-        for (plan, skills, missing, prompt), path, error in zip(batch, paths, errors):
+        for (plan, skills, missing, prompt), path, error in zip(batch, paths, errors, strict=True):
             task_id = plan.record.task_id
             if error is not None:
                 plan.problem = f"could not write the prompt: {error.strerror or error}"
@@ -629,7 +673,9 @@ class GroupRun:
         argv[0] = plan.executable or argv[0]
         size = oversized_argument(argv)
         if size is not None:
-            hint = "" if "prompt_file" in placeholders_in(settings.command) else "; pass {prompt_file} instead of {prompt}"
+            hint = (
+                "" if "prompt_file" in placeholders_in(settings.command) else "; pass {prompt_file} instead of {prompt}"
+            )
             return f"an argument is {size} bytes, too large for one argv element (max 131071){hint}"
         base = self._base_env.get(plan.subagent)
         if base is None:  # the coordinator's environment is copied once per subagent, not once per task
@@ -663,16 +709,23 @@ class GroupRun:
             return None
         command = self.config.skills.command
         if command:
-            argv = render_argv(command, {"skill": name, "task_id": task_id, "repo_root": str(self.repo_root)},
-                               key="[skills].command")
+            argv = render_argv(
+                command, {"skill": name, "task_id": task_id, "repo_root": str(self.repo_root)}, key="[skills].command"
+            )
             env = command_env(self.repo_root)
             executable = resolve_executable(argv[0], repo_root=self.repo_root, path=env.get("PATH"))
             if executable is None:
                 return None
             log = self.store.logs_dir / f"_skill.{task_id}.{name}.log"
             try:
-                result = await run_command([executable, *argv[1:]], cwd=self.repo_root, env=env, log_path=log,
-                                           timeout=self.config.skills.timeout_seconds, grace=self.grace)
+                result = await run_command(
+                    [executable, *argv[1:]],
+                    cwd=self.repo_root,
+                    env=env,
+                    log_path=log,
+                    timeout=self.config.skills.timeout_seconds,
+                    grace=self.grace,
+                )
             except OSError:
                 return None
             text = await read_head(log, 1024 * 1024)
@@ -698,8 +751,15 @@ class GroupRun:
         async def started(process: Any) -> None:
             self.running[task_id] = process
             self.pgids[task_id] = process.pgid
-            await self.emit("task_started", task_id=task_id, attempt=attempt, pid=process.pid, pgid=process.pgid,
-                            start_time=process.start_time, argv0=argv[0])
+            await self.emit(
+                "task_started",
+                task_id=task_id,
+                attempt=attempt,
+                pid=process.pid,
+                pgid=process.pgid,
+                start_time=process.start_time,
+                argv0=argv[0],
+            )
             await self._note_launched(task_id)
 
         try:
@@ -741,14 +801,25 @@ class GroupRun:
     async def _post_execution(self) -> None:
         for result in self.meta.results:
             if result.get("status") in ("pending", "in_progress"):
-                await self.emit("task_finished", task_id=result["task_id"], status="failed", exit_code=None,
-                                error=result.get("error") or "did not finish")
+                await self.emit(
+                    "task_finished",
+                    task_id=result["task_id"],
+                    status="failed",
+                    exit_code=None,
+                    error=result.get("error") or "did not finish",
+                )
         statuses = [r.get("status") for r in self.meta.results]
         to_close = [r["task_id"] for r in self.meta.results if r.get("status") == "completed" and not r.get("closed")]
         if "failed" in statuses or self.meta.errors:
             if to_close:
-                await self.emit("tests_finished", status="skipped", exit_code=None, command=None,
-                                error="not run: a task failed", log_path=None)
+                await self.emit(
+                    "tests_finished",
+                    status="skipped",
+                    exit_code=None,
+                    command=None,
+                    error="not run: a task failed",
+                    log_path=None,
+                )
             return
         if not to_close:
             return
@@ -775,7 +846,11 @@ class GroupRun:
         except TrackerError as exc:
             answer = {task_id: str(exc) for task_id in to_close}
         for task_id in to_close:
-            error = answer.get(task_id, "the tracker did not confirm the close") if task_id in answer else "the tracker did not confirm the close"
+            error = (
+                answer.get(task_id, "the tracker did not confirm the close")
+                if task_id in answer
+                else "the tracker did not confirm the close"
+            )
             await self.emit("task_closed", task_id=task_id, ok=error is None, error=error)
 
     async def _finish(self) -> None:
@@ -783,8 +858,9 @@ class GroupRun:
         await _stop_strays(self, "this run")  # a daemon escaped by setsid: nothing of an agent's tree outlives its run
         for result in self.meta.results:
             if result.get("status") in ("pending", "in_progress"):
-                await self.emit("task_finished", task_id=result["task_id"], status="failed", exit_code=None,
-                                error="interrupted")
+                await self.emit(
+                    "task_finished", task_id=result["task_id"], status="failed", exit_code=None, error="interrupted"
+                )
         if self.stop_reason:
             await self.emit("group_error", message=f"run {self.stop_reason}")
         elif self.cancelled_externally:

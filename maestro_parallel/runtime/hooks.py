@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from configparser import ConfigParser, Error as ConfigParserError
+from configparser import ConfigParser
+from configparser import Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from ..agents import resolve_executable
 from ..config import Config
 from ..errors import StateError
 from ..state.logfiles import last_line, read_head
-from .process import describe_returncode, run_command
 from ..state.store import TestsLock
+from .process import describe_returncode, run_command
 
 __all__ = ("TestsOutcome", "command_env", "detect_test_command", "run_refresh", "run_tests")
 
@@ -148,14 +149,22 @@ async def run_tests(
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         if detected:
-            return TestsOutcome("skipped", command=command, warning=f"test runner {command[0]!r} is not installed; tests skipped")
+            warning = f"test runner {command[0]!r} is not installed; tests skipped"
+            return TestsOutcome("skipped", command=command, warning=warning)
         return TestsOutcome("failed", command=command, error=f"executable not found: {command[0]} ([tests].command)")
     if group_id is not None:
         env["MAESTRO_GROUP_ID"] = group_id
     try:
         async with TestsLock(lock_path):
-            code, error = await _run(executable, command, repo_root=repo_root, env=env, log_path=log_path,
-                                     timeout=config.tests.timeout_seconds, grace=config.agent.grace_seconds)
+            code, error = await _run(
+                executable,
+                command,
+                repo_root=repo_root,
+                env=env,
+                log_path=log_path,
+                timeout=config.tests.timeout_seconds,
+                grace=config.agent.grace_seconds,
+            )
     except StateError as exc:  # tests.lock unusable (a symlink planted in its place)
         return TestsOutcome("failed", command=command, error=str(exc))
     if error is not None:

@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiofiles.os
 import anyio
 import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
-import aiofiles.os
 
 __all__ = (
     "AgentProcess",
@@ -344,7 +344,7 @@ class _PidfdChild:
                 await anyio.wait_readable(self._fd)
             except anyio.BusyResourceError:  # another task is already waiting on the pidfd
                 await anyio.sleep(_POLL_SECONDS)
-        return self._popen.returncode  # type: ignore[return-value]
+        return self._popen.returncode
 
     async def aclose(self) -> None:
         if self._fd >= 0 and self._popen.returncode is not None:
@@ -362,7 +362,9 @@ def _devnull() -> int:
     return _DEVNULL[0]
 
 
-def _spawn_with_pidfd(argv: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str], fd: int) -> _PidfdChild | None:
+def _spawn_with_pidfd(
+    argv: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str], fd: int
+) -> _PidfdChild | None:
     """Spawn in a new session with output to ``fd``; None where pidfds are not available."""
     if not hasattr(os, "pidfd_open"):
         return None
@@ -378,7 +380,7 @@ def _spawn_with_pidfd(argv: Sequence[str], *, cwd: str | os.PathLike[str], env: 
     try:
         return _PidfdChild(popen)
     except OSError:  # a kernel without pidfd_open (before 5.3): fall back to a polling waiter
-        return _PollingChild(popen)  # type: ignore[return-value]
+        return _PollingChild(popen)
 
 
 class _PollingChild(_PidfdChild):
@@ -392,7 +394,7 @@ class _PollingChild(_PidfdChild):
     async def wait(self) -> int:
         while self._popen.poll() is None:
             await anyio.sleep(_POLL_SECONDS)
-        return self._popen.returncode  # type: ignore[return-value]
+        return self._popen.returncode
 
 
 class AgentProcess:
@@ -530,9 +532,7 @@ class AgentProcess:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop the whole process group: SIGTERM, grace, SIGKILL (shielded, bounded)."""
-        await stop_process_group(
-            self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait
-        )
+        await stop_process_group(self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait)
 
     async def aclose(self, grace: float | None = None) -> None:
         """Stop what is left of the group and finish the log; safe to call twice."""
@@ -547,7 +547,7 @@ class AgentProcess:
                 # Close the pipe's transport too (anyio's aclose does; the stream's alone does not), or
                 # asyncio finalizes it after the loop is gone, with a traceback, when a daemon holds the pipe.
                 with anyio.move_on_after(_DRAIN_SECONDS):
-                    await self._process.aclose()  # type: ignore[union-attr]
+                    await self._process.aclose()
                 try:
                     for piece in self._sink.closing_chunks():
                         if self.log_error is None:

@@ -16,12 +16,12 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from ..config import Config
-from .coordinator import AsyncParallelCoordinator, EventCallback
 from ..errors import AsyncContextError
 from ..markers import detect_groups, extract_relevant_files
 from ..models import GroupMetadata, TaskMetadata, TaskStatus
 from ..tasks import TaskRecord
 from ..trackers.base import Tracker
+from .coordinator import AsyncParallelCoordinator, EventCallback
 
 __all__ = ("ParallelCoordinator",)
 

@@ -57,9 +57,13 @@ def blockers_of(
             if dep not in closed_elsewhere and not (dep in known and known[dep].done)
         ]
         parent = known.get(record.parent) if record.parent else None
-        if parent is not None and parent.task_id not in seen and not parent.done:
-            if own_blockers(parent, seen | {record.task_id}):
-                blockers.append(parent.task_id)
+        if (
+            parent is not None
+            and parent.task_id not in seen
+            and not parent.done
+            and own_blockers(parent, seen | {record.task_id})
+        ):
+            blockers.append(parent.task_id)
         memo[record.task_id] = blockers
         return blockers
 
