@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import pid_alive, task
 
-import maestro_parallel.runtime.group_run as group_run_module
+import maestro_parallel.runtime.attempt as attempt_module
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge
 from maestro_parallel.cli import main
@@ -82,7 +82,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(group_run_module, "_RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(attempt_module, "_RETRY_BASE_SECONDS", 0.05)
 
 
 async def run_group(repo: Path, tasks: list[dict[str, Any]], group_id: str = "g") -> GroupMetadata:

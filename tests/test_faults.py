@@ -38,8 +38,8 @@ from conftest import pid_alive
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.config import load_config
 from maestro_parallel.events import decode_journal, replay
-from maestro_parallel.runtime.process import process_start_time
-from maestro_parallel.state.store import lock_holder
+from maestro_parallel.runtime.procfs import process_start_time
+from maestro_parallel.state.locks import lock_holder
 from maestro_parallel.trackers import MemoryTracker
 
 pytestmark = pytest.mark.faults

@@ -23,15 +23,12 @@ import anyio
 import pytest
 from conftest import pid_alive
 
-from maestro_parallel.runtime.process import (
-    START_TIME_TOLERANCE,
-    AgentProcess,
-    CommandResult,
+from maestro_parallel.runtime.process import AgentProcess, CommandResult, run_command
+from maestro_parallel.runtime.procfs import START_TIME_TOLERANCE, process_start_time
+from maestro_parallel.runtime.stopping import (
     describe_returncode,
     group_alive,
     kill_process_group,
-    process_start_time,
-    run_command,
     stop_process_group,
 )
 

@@ -38,7 +38,7 @@ from ..errors import (
 from ..markers import is_valid_group_id
 from ..models import GroupMetadata, TaskStatus
 from ..runtime.coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker
-from ..state.store import StoredGroup, read_stored_group
+from ..state.readers import StoredGroup, read_stored_group
 from ..tasks import TaskRecord, loads_tasks
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker

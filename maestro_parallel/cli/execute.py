@@ -11,7 +11,7 @@ from ..errors import MaestroError
 from ..markers import task_group
 from ..models import GroupMetadata, TaskStatus
 from ..runtime.coordinator import AsyncParallelCoordinator
-from ..state.store import read_stored_group
+from ..state.readers import read_stored_group
 from ..tasks import TaskRecord
 from ._common import (
     EXIT_CODES_HELP,

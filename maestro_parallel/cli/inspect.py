@@ -14,7 +14,8 @@ from .._text import one_line
 from ..markers import is_safe_task_id
 from ..models import TaskStatus
 from ..runtime.coordinator import wait_for_stored_group
-from ..state.store import GroupStore, read_stored_groups
+from ..state.readers import read_stored_groups
+from ..state.store import GroupStore
 from ._common import (
     AppState,
     BadInputError,

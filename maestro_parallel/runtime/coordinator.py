@@ -26,7 +26,8 @@ from ..config import Config, load_config
 from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationError
 from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
 from ..models import GroupMetadata, TaskMetadata, TaskStatus
-from ..state.store import GroupStore, StoredGroup, read_stored_group, read_stored_groups
+from ..state.readers import StoredGroup, read_stored_group, read_stored_groups
+from ..state.store import GroupStore
 from ..tasks import TaskRecord, coerce_task
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
@@ -183,7 +184,10 @@ class AsyncParallelCoordinator:
             if previous is not None and _already_completed(previous, records):
                 await store.sync_snapshot(previous)  # its coordinator may have died before the last snapshot
                 return previous
-            run = GroupRun(self, store, records, previous, halt_on_failure=halt_on_failure, notes=notes)
+            run = self._group_run(store, records, previous, halt_on_failure=halt_on_failure, notes=notes)
+            if self._interrupted is not None:  # a signal came before the run began
+                reason, force = self._interrupted
+                run.request_stop(reason, force=force)
             self._runs[group_id] = run
             try:
                 return await run.execute()
@@ -206,7 +210,7 @@ class AsyncParallelCoordinator:
             meta = await store.load()
             if meta is None:
                 raise GroupNotFoundError(group_id)
-            run = GroupRun(self, store, [], meta, halt_on_failure=False, notes=[])
+            run = self._group_run(store, [], meta)
             return meta, await run.recover()
 
     async def wait_for_group_completion(self, group_id: str, timeout_seconds: float = 3600) -> bool:
@@ -272,6 +276,27 @@ class AsyncParallelCoordinator:
         return task_id in answer and answer[task_id] is None
 
     # ------------------------------------------------------------------ internals
+
+    def _group_run(
+        self,
+        store: GroupStore,
+        records: list[TaskRecord],
+        previous: GroupMetadata | None,
+        *,
+        halt_on_failure: bool = False,
+        notes: list[str] | None = None,
+    ) -> GroupRun:
+        return GroupRun(
+            config=self.config,
+            tracker=self.tracker,
+            repo_root=self.repo_root,
+            store=store,
+            records=records,
+            previous=previous,
+            publish=self._publish,
+            halt_on_failure=halt_on_failure,
+            notes=notes,
+        )
 
     def _publish(self, event: dict[str, Any]) -> None:
         for callback in self._callbacks:

@@ -18,9 +18,10 @@ from pathlib import Path
 from ..agents import resolve_executable
 from ..config import Config
 from ..errors import StateError
+from ..state.locks import TestsLock
 from ..state.logfiles import last_line, read_head
-from ..state.store import TestsLock
-from .process import describe_returncode, run_command
+from .process import run_command
+from .stopping import describe_returncode
 
 __all__ = ("TestsOutcome", "command_env", "detect_test_command", "run_refresh", "run_tests")
 

@@ -36,7 +36,7 @@ import anyio.lowlevel
 from .._text import one_line
 from ..config import TrackerConfig
 from ..errors import TrackerError, ValidationError
-from ..runtime.process import describe_returncode, stop_process_group
+from ..runtime.stopping import describe_returncode, stop_process_group
 from ..tasks import DONE_STATUSES, TaskRecord, parse_task
 from .local import blockers_of
 

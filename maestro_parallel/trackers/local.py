@@ -15,7 +15,8 @@ from pathlib import Path
 import aiofiles
 
 from ..errors import TrackerError, ValidationError
-from ..state.store import GroupStore, list_group_ids
+from ..state.readers import list_group_ids
+from ..state.store import GroupStore
 from ..tasks import TaskRecord, loads_tasks
 
 __all__ = ("LocalTracker", "blockers_of", "closed_in_stored_groups")
