@@ -35,6 +35,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._paths import GROUPS_RELATIVE_PATH
 from .models import GroupMetadata, GroupPhase, TaskStatus, new_result, utc_now
 
 __all__ = (
@@ -141,7 +142,7 @@ _CORE_RESULT_KEYS = frozenset(
 
 
 def _log_path_for(meta: GroupMetadata, task_id: str) -> str:
-    return f".flow/maestro/parallel_groups/{meta.group_id}/logs/{task_id}.log"
+    return f"{GROUPS_RELATIVE_PATH.as_posix()}/{meta.group_id}/logs/{task_id}.log"
 
 
 def apply_event(meta: GroupMetadata, event: Mapping[str, Any]) -> None:

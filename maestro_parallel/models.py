@@ -139,8 +139,8 @@ class TaskMetadata:
             raise ValidationError(f"{what}: key 'priority' must be an integer 0-4, got {priority!r:.60}")
         try:
             status = TaskStatus(data.get("status", "pending"))
-        except ValueError:
-            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from None
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from exc
         subagent = data.get("subagent_type")
         if subagent is not None and not isinstance(subagent, str):
             raise ValidationError(f"{what}: key 'subagent_type' must be a string or null")
@@ -226,12 +226,12 @@ class GroupMetadata:
         what = f"group {data.get('group_id')!r}"
         try:
             phase = GroupPhase(data.get("phase", "pre_execution"))
-        except ValueError:
-            raise ValidationError(f"{what}: key 'phase' is not a group phase: {data.get('phase')!r:.60}") from None
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'phase' is not a group phase: {data.get('phase')!r:.60}") from exc
         try:
             status = TaskStatus(data.get("status", "pending"))
-        except ValueError:
-            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from None
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from exc
         results = data.get("results", [])
         if not isinstance(results, list) or not all(
             isinstance(r, dict) and isinstance(r.get("task_id"), str) for r in results

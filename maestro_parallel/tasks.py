@@ -214,8 +214,8 @@ def _read_metadata(obj: Mapping[str, Any], where: _Where) -> Mapping[str, Any]:
             return {}
         try:
             value = json.loads(value)
-        except (ValueError, RecursionError):
-            raise where.error("metadata", f"is a string that is not JSON: {show(obj.get('metadata'))}") from None
+        except (ValueError, RecursionError) as exc:
+            raise where.error("metadata", f"is a string that is not JSON: {show(obj.get('metadata'))}") from exc
         if not isinstance(value, dict):
             raise where.error("metadata", f"is a JSON string that is not an object: {show(obj.get('metadata'))}")
         return value
@@ -364,11 +364,11 @@ def _jsonl_objects(text: str, source: str) -> list[Any] | None:
                 return None
             raise ValidationError(
                 f"{source_name(source)}: malformed JSON at line {number}, column {exc.colno}: {exc.msg}"
-            ) from None
-        except RecursionError:
+            ) from exc
+        except RecursionError as exc:
             if not objects:
                 return None
-            raise ValidationError(f"{source_name(source)}: line {number}: JSON nested too deeply") from None
+            raise ValidationError(f"{source_name(source)}: line {number}: JSON nested too deeply") from exc
         if not isinstance(value, dict):
             if not objects:
                 return None
@@ -390,14 +390,14 @@ def loads_tasks(text: str, *, source: str = "tasks file") -> list[TaskRecord]:
         raise ValidationError(f"{source_name(source)}: is empty (expected a JSON list of tasks)")
     try:
         data = json.loads(text)
-    except RecursionError:
-        raise ValidationError(f"{source_name(source)}: JSON nested too deeply") from None
+    except RecursionError as exc:
+        raise ValidationError(f"{source_name(source)}: JSON nested too deeply") from exc
     except json.JSONDecodeError as exc:
         objects = _jsonl_objects(text, source)
         if objects is None:
             raise ValidationError(
                 f"{source_name(source)}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
+            ) from exc
         return parse_tasks(objects, source=source)
     if (
         isinstance(data, dict)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._paths import GROUPS_RELATIVE_PATH
+
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
     from rich.table import Table
@@ -188,7 +190,7 @@ class LiveProgress:
         table.add_column("state", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
         table.add_column("last output", overflow="ellipsis", no_wrap=True, ratio=1)
-        logs = self.repo_root / ".flow" / "maestro" / "parallel_groups" / group_id / "logs"
+        logs = self.repo_root / GROUPS_RELATIVE_PATH / group_id / "logs"
         for task_id, subagent, status, seconds, note in rows:
             if status == "in_progress":
                 note = _last_line(logs / f"{task_id}.log")

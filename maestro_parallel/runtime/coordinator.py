@@ -22,6 +22,7 @@ from typing import Any
 import aiofiles.os
 import anyio
 
+from .._paths import MAESTRO_RELATIVE_PATH
 from ..config import Config, load_config
 from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationError
 from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
@@ -153,7 +154,7 @@ class AsyncParallelCoordinator:
 
     async def refresh_context_before_group(self) -> bool:
         """Run the refresh command (``/flow:summary``) once; True when it succeeded."""
-        store_dir = self.repo_root / ".flow" / "maestro"
+        store_dir = self.repo_root / MAESTRO_RELATIVE_PATH
         await aiofiles.os.makedirs(store_dir, mode=0o700, exist_ok=True)
         ok, _, _ = await run_refresh(self.config, self.repo_root, store_dir / "refresh.log")
         return ok
@@ -237,9 +238,9 @@ class AsyncParallelCoordinator:
         """Stored groups, newest ``created_at`` first; unreadable ones are left out."""
         try:
             wanted = TaskStatus(status) if status is not None else None
-        except ValueError:
+        except ValueError as exc:
             choices = ", ".join(s.value for s in TaskStatus)
-            raise ValidationError(f"invalid status {status!r:.40} (one of: {choices})") from None
+            raise ValidationError(f"invalid status {status!r:.40} (one of: {choices})") from exc
         found = [g.metadata for g in await self.read_groups() if g.metadata is not None]
         return [meta for meta in found if wanted is None or meta.status is wanted]
 
@@ -260,7 +261,7 @@ class AsyncParallelCoordinator:
 
     async def run_test_suite(self) -> bool:
         """Run the repository's test suite once (under ``tests.lock``); True when it passed or there is none."""
-        maestro = self.repo_root / ".flow" / "maestro"
+        maestro = self.repo_root / MAESTRO_RELATIVE_PATH
         await aiofiles.os.makedirs(maestro, mode=0o700, exist_ok=True)
         outcome = await run_tests(self.config, self.repo_root, maestro / "tests.log", maestro / "tests.lock")
         return outcome.status != "failed"

@@ -291,7 +291,7 @@ class AgentProcess:
             fd = await _open_log_async(log_path, append=append_log)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from None
+                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from exc
             raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None

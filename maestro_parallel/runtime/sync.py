@@ -37,7 +37,7 @@ def _blocking(func: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kw
             raise AsyncContextError(
                 "ParallelCoordinator cannot be called from inside a running event loop; "
                 "await the same method of AsyncParallelCoordinator instead"
-            ) from None
+            ) from None  # the event loop's own message would only mislead: this one says what to do
         raise
 
 

@@ -37,9 +37,9 @@ def ensure_dir(path: Path) -> None:
     """Create ``path`` as a private folder; refuse a symlink or a file in its place."""
     try:
         os.mkdir(path, DIR_MODE)
-    except FileExistsError:
+    except FileExistsError as exc:
         if path.is_symlink() or not path.is_dir():
-            raise StateError(f"refusing to use {path}: it is not a plain folder (a symlink?)") from None
+            raise StateError(f"refusing to use {path}: it is not a plain folder (a symlink?)") from exc
         return
     os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
 
@@ -102,7 +102,7 @@ def read_nofollow(path: Path) -> bytes | None:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise StateError(f"refusing to read {path}: it is a symlink") from None
+            raise StateError(f"refusing to read {path}: it is a symlink") from exc
         raise
     with os.fdopen(fd, "rb") as handle:
         return handle.read()

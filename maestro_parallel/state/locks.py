@@ -93,7 +93,7 @@ class _FileLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             what = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
-            raise StateError(f"cannot use the lock file {self.path}: {what}") from None
+            raise StateError(f"cannot use the lock file {self.path}: {what}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -25,11 +25,11 @@ __all__ = ("SnapshotWriter", "parse_snapshot")
 def parse_snapshot(data: bytes, path: Path, group_id: str) -> GroupMetadata:
     try:
         meta = GroupMetadata.from_dict(json.loads(data))
-    except RecursionError:
-        raise StateError(f"{path} is unreadable: JSON nested too deeply") from None
+    except RecursionError as exc:
+        raise StateError(f"{path} is unreadable: JSON nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError and ValidationError are ValueErrors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StateError(f"{path} is unreadable: {reason}") from None
+        raise StateError(f"{path} is unreadable: {reason}") from exc
     if meta.group_id != group_id:
         raise StateError(f"{path} belongs to group {meta.group_id!r}, not {group_id!r}")
     return meta

@@ -128,7 +128,7 @@ class GroupStore:
         Also removes the temp files of atomic writes that a killed coordinator
         left behind (call it with the group lock held).
         """
-        for folder in (self.repo_root / ".flow", self.maestro_dir):
+        for folder in (self.repo_root / MAESTRO_RELATIVE_PATH.parent, self.maestro_dir):
             await aiofiles.os.makedirs(folder, mode=DIR_MODE, exist_ok=True)
         for folder in (self.groups_dir, self.dir, self.logs_dir, self.prompts_dir):
             await ensure_dir_async(folder)

@@ -94,11 +94,11 @@ class LocalTracker:
             async with aiofiles.open(self.tasks_file, "rb") as handle:
                 data = await handle.read()
         except OSError as exc:
-            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from None
+            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from exc
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValidationError(f"{self.tasks_file}: not UTF-8 text (byte {exc.start})") from None
+            raise ValidationError(f"{self.tasks_file}: not UTF-8 text (byte {exc.start})") from exc
         return loads_tasks(text, source=str(self.tasks_file))
 
     async def fetch_statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
@@ -106,7 +106,7 @@ class LocalTracker:
         try:
             records = await self.load_tasks()
         except ValidationError as exc:
-            raise TrackerError(str(exc)) from None
+            raise TrackerError(str(exc)) from exc
         return {r.task_id: r.tracker_status for r in records if r.task_id in wanted}
 
     async def find_blockers(self, tasks: Sequence[TaskRecord]) -> dict[str, list[str]]:
