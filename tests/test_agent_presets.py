@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import pid_alive, task
+from helpers import pid_alive, task
 
 import maestro_parallel.runtime.attempt as attempt_module
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
@@ -706,7 +706,7 @@ def test_claude_permission_denials_are_recorded_by_tool_name() -> None:
 
 
 async def test_a_subagents_own_launch_stagger_applies_to_its_tasks(tmp_path: Path) -> None:
-    from conftest import AGENT, agent_config, runs, task, write_config
+    from helpers import AGENT, agent_config, runs, task, write_config
 
     repo = tmp_path / "stagger"
     repo.mkdir()

@@ -1,6 +1,6 @@
 """BeadsTracker over the bd CLI: parsing, readiness, claims, polling, closing and every failure mode.
 
-The tracker runs a real process every time: ``tests/fake_bd.py``, a small bd that follows the
+The tracker runs a real process every time: ``tests/fakes/fake_bd.py``, a small bd that follows the
 documented JSON contract and logs every invocation, so the tests count calls instead of mocking.
 A contract test parses the real bd samples in ``../shared/beads-samples`` when they are there, and
 an integration test runs a real ``bd`` when one is on PATH.
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import fake_bd
 import pytest
 from click.testing import CliRunner, Result
-from conftest import pid_alive, write_config
+from fakes import fake_bd
+from helpers import pid_alive, write_config
 
 from maestro_parallel.cli import main
 from maestro_parallel.config import TrackerConfig

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import pid_alive, runs, task, write_config
+from helpers import pid_alive, runs, task, write_config
 
 from maestro_parallel import __version__
 from maestro_parallel.cli import main

@@ -98,7 +98,7 @@ def sandbox_env(tmp_path: Path) -> dict[str, str]:
     """PATH with this environment's maestro-parallel, the fake claude and a fake bd."""
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)
-    (tools / "bd").write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_bd.py"} "$@"\n')
+    (tools / "bd").write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fakes" / "fake_bd.py"} "$@"\n')
     (tools / "bd").chmod(0o755)
     (tools / "claude").symlink_to(ROOT / "tests" / "fakes" / "claude")
     bin_dir = Path(sys.executable).parent

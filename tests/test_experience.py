@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner, Result
-from conftest import runs, task
+from helpers import runs, task
 from rich.console import Console
 
 from maestro_parallel import AsyncParallelCoordinator, load_config

@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import pid_alive
+from helpers import pid_alive
 
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.config import load_config

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
-from conftest import task, write_config
+from helpers import task, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import pid_alive
+from helpers import pid_alive
 
 from maestro_parallel.runtime.process import AgentProcess, CommandResult, run_command
 from maestro_parallel.runtime.procfs import START_TIME_TOLERANCE, process_start_time
