@@ -27,6 +27,7 @@ from ._config_checks import (
     toml_value,
     usd,
 )
+from .agents.argv import AGENT_PLACEHOLDERS, SKILL_PLACEHOLDERS
 
 ResultFormat = Literal["exit-code", "claude-json", "codex-jsonl"]
 TrackerKind = Literal["auto", "beads", "local"]
@@ -40,9 +41,6 @@ ExecutorKind = Literal["local", "dask"]
 RESULT_FORMATS: tuple[ResultFormat, ...] = get_args(ResultFormat)
 TRACKER_KINDS: tuple[TrackerKind, ...] = get_args(TrackerKind)
 
-#: The placeholders each kind of argv template may use.
-AGENT_PLACEHOLDERS = frozenset({"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title"})
-SKILL_PLACEHOLDERS = frozenset({"skill", "task_id", "repo_root"})
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,10 @@ from typing import Any
 from ._config_checks import Key, boolean, count, read_table, seconds, suggest, template, toml_key
 from ._config_checks import table as as_table
 from ._config_schema import (
-    AGENT_PLACEHOLDERS,
     DEFAULT_PRESET,
     PRESETS,
     RESULT_FORMATS,
     SIMPLE_TABLES,
-    SKILL_PLACEHOLDERS,
     TRACKER_KINDS,
     AgentSettings,
     BudgetConfig,
@@ -51,6 +49,7 @@ from ._config_schema import (
 )
 from ._paths import CONFIG_RELATIVE_PATH
 from ._text import show, source_name
+from .agents.argv import AGENT_PLACEHOLDERS, SKILL_PLACEHOLDERS
 from .errors import ConfigError
 
 __all__ = (

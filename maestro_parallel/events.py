@@ -286,7 +286,7 @@ def _task_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None
 
 
 def _tests_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
-    if event.get("status") == "failed":
+    if event.get("status") == TaskStatus.FAILED:
         meta.errors.append(f"tests: {event.get('error') or 'the test suite failed'}")
 
 

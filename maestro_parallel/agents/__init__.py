@@ -12,8 +12,10 @@ reporting an error.
 from __future__ import annotations
 
 from .argv import (
+    AGENT_PLACEHOLDERS,
     ARG_MAX_ELEMENT,
     PLACEHOLDERS,
+    SKILL_PLACEHOLDERS,
     agent_environment,
     oversized_argument,
     placeholders_in,
@@ -25,8 +27,10 @@ from .prompt import build_prompt
 from .verdicts import ResultScanner, Verdict, is_rate_limited, judge
 
 __all__ = (
+    "AGENT_PLACEHOLDERS",
     "ARG_MAX_ELEMENT",
     "PLACEHOLDERS",
+    "SKILL_PLACEHOLDERS",
     "ResultScanner",
     "Verdict",
     "agent_environment",

@@ -18,9 +18,11 @@ from ..errors import ConfigError
 #: Linux limits one argv element to 128 KiB including its terminating NUL.
 ARG_MAX_ELEMENT = 128 * 1024 - 1
 
-PLACEHOLDERS = frozenset(
-    {"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title", "skill"}
-)
+#: The placeholders an agent's argv template may use.
+AGENT_PLACEHOLDERS = frozenset({"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title"})
+#: The placeholders the ``[skills].command`` template may use.
+SKILL_PLACEHOLDERS = frozenset({"skill", "task_id", "repo_root"})
+PLACEHOLDERS = AGENT_PLACEHOLDERS | SKILL_PLACEHOLDERS
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 
 

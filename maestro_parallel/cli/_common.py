@@ -478,7 +478,7 @@ def group_document(meta: GroupMetadata, extra: dict[str, Any] | None = None) -> 
 
 
 def print_group(meta: GroupMetadata, *, stale: bool = False) -> None:
-    done = sum(r.get("status") == "completed" for r in meta.results)
+    done = sum(r.get("status") == TaskStatus.COMPLETED for r in meta.results)
     status = f"{meta.status.value} (stale: its coordinator is gone)" if stale else meta.status.value
     click.echo(f"{meta.group_name}: {status}, {done}/{len(meta.results)} tasks completed, phase {meta.phase.value}")
     cost = _total_cost(meta)

@@ -58,7 +58,7 @@ def list_command(state: AppState, status_filter: str | None, as_json: bool) -> i
             click.echo(f"{group.group_id:<24} unreadable: {one_line(group.error or '')[:160]}")
             continue
         meta = group.metadata
-        done = sum(r.get("status") == "completed" for r in meta.results)
+        done = sum(r.get("status") == TaskStatus.COMPLETED for r in meta.results)
         status = meta.status.value + (" (stale)" if group.stale else "")
         click.echo(f"{meta.group_id:<24} {status:<20} {done}/{len(meta.results)} completed  {meta.created_at}")
     return ExitCode.OK
@@ -200,7 +200,7 @@ def logs(state: AppState, group_id: str, task_id: str | None, follow: bool, as_j
             running = (
                 current is not None
                 and current.metadata is not None
-                and current.metadata.status.value in ("pending", "in_progress")
+                and current.metadata.status.value in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
                 and not current.stale
             )
             for name, cursor in cursors.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._paths import GROUPS_RELATIVE_PATH
+from ..state.logfiles import last_nonblank_line
 
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
@@ -91,10 +92,7 @@ def _last_line(path: Path, limit: int = 4096) -> str:
             data = handle.read()
     except OSError:
         return ""
-    for line in reversed(data.decode("utf-8", "replace").splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
+    return last_nonblank_line(data)
 
 
 @dataclass

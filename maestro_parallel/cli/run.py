@@ -90,7 +90,7 @@ def run_command(
     if not taking_part:
         state.progress(f"nothing to run in {source}")
         if as_json:
-            emit_json({"status": "completed", "steps": [], "remaining": []})
+            emit_json({"status": TaskStatus.COMPLETED.value, "steps": [], "remaining": []})
         return ExitCode.OK
 
     with progress_view(state) as on_event:
@@ -110,12 +110,12 @@ def run_command(
             raise cli_error(exc) from exc
     remaining = [r.task_id for r in taking_part if r.task_id not in _finished(done, steps)]
     failed = any(meta.status is TaskStatus.FAILED for meta in steps)
-    status = "failed" if failed else ("blocked" if remaining else "completed")
+    status = (TaskStatus.FAILED if failed else TaskStatus.BLOCKED if remaining else TaskStatus.COMPLETED).value
     if as_json:
         emit_json({"status": status, "steps": [group_document(m) for m in steps], "remaining": remaining})
     else:
         for meta in steps:
-            done_count = sum(r.get("status") == "completed" for r in meta.results)
+            done_count = sum(r.get("status") == TaskStatus.COMPLETED for r in meta.results)
             click.echo(f"{meta.group_id}: {meta.status.value} ({done_count}/{len(meta.results)} completed)")
             for error in meta.errors:
                 click.echo(f"  error: {error}")
@@ -129,7 +129,9 @@ def run_command(
 def _finished(done: set[str], steps: list[GroupMetadata]) -> set[str]:
     finished = set(done)
     for meta in steps:
-        finished.update(r["task_id"] for r in meta.results if r.get("status") == "completed" and r.get("closed"))
+        finished.update(
+            r["task_id"] for r in meta.results if r.get("status") == TaskStatus.COMPLETED and r.get("closed")
+        )
     return finished
 
 
@@ -157,6 +159,6 @@ async def _run_steps(
         if meta.status is TaskStatus.FAILED and not keep_going:
             break
         newly = _finished(done, steps)
-        skip.update(r["task_id"] for r in meta.results if r.get("status") == "failed")
+        skip.update(r["task_id"] for r in meta.results if r.get("status") == TaskStatus.FAILED)
         skip.update(task_id for task_id in step.runs if task_id not in newly)  # never loop on a step that did nothing
     return steps

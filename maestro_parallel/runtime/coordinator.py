@@ -73,7 +73,7 @@ async def wait_for_stored_group(
     with anyio.move_on_after(max(timeout_seconds, 0)):
         delay = 0.05
         while seen is not None and seen.metadata is not None and not seen.stale:
-            if seen.metadata.status.value not in ("pending", "in_progress"):
+            if seen.metadata.status.value not in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
                 break
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -316,5 +316,5 @@ async def _load_previous(store: GroupStore) -> tuple[GroupMetadata | None, list[
 def _already_completed(previous: GroupMetadata, records: Sequence[TaskRecord]) -> bool:
     if previous.status is not TaskStatus.COMPLETED:
         return False
-    done = {r["task_id"] for r in previous.results if r.get("status") == "completed"}
+    done = {r["task_id"] for r in previous.results if r.get("status") == TaskStatus.COMPLETED}
     return all(record.task_id in done for record in records)

@@ -136,12 +136,12 @@ class GroupRun:
             with anyio.CancelScope(shield=True):
                 recovered = await recover_orphans(self.sink, events, repo_root=self.repo_root, grace=self.grace)
                 for result in self.meta.results:
-                    if result.get("status") in ("pending", "in_progress"):
+                    if result.get("status") in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
                         recovered.append(result["task_id"])
                         await self.emit(
                             "task_finished",
                             task_id=result["task_id"],
-                            status="failed",
+                            status=TaskStatus.FAILED.value,
                             exit_code=None,
                             error="interrupted",
                         )
@@ -193,7 +193,7 @@ class GroupRun:
                 await self.emit(
                     "task_finished",
                     task_id=record.task_id,
-                    status="completed",
+                    status=TaskStatus.COMPLETED.value,
                     exit_code=None,
                     error=None,
                     extra={"closed": True, "already_closed": True},
@@ -206,7 +206,7 @@ class GroupRun:
                 await self.emit(
                     "task_finished",
                     task_id=record.task_id,
-                    status="failed",
+                    status=TaskStatus.FAILED.value,
                     exit_code=None,
                     error=f"dependency check failed: {exc}",
                 )
@@ -241,7 +241,11 @@ class GroupRun:
                     )
                 await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
                 await self.emit(
-                    "task_finished", task_id=plan.record.task_id, status="failed", exit_code=None, error=error
+                    "task_finished",
+                    task_id=plan.record.task_id,
+                    status=TaskStatus.FAILED.value,
+                    exit_code=None,
+                    error=error,
                 )
             return []
         return plans
@@ -278,7 +282,7 @@ class GroupRun:
                 await self.emit(
                     "task_finished",
                     task_id=plan.record.task_id,
-                    status="failed",
+                    status=TaskStatus.FAILED.value,
                     exit_code=None,
                     error=f"could not mark in progress: {exc}",
                 )
@@ -290,7 +294,7 @@ class GroupRun:
                 await self.emit(
                     "task_finished",
                     task_id=task_id,
-                    status="failed",
+                    status=TaskStatus.FAILED.value,
                     exit_code=None,
                     error=f"the {self.tracker.name} tracker did not confirm the claim",
                 )
@@ -353,7 +357,9 @@ class GroupRun:
         try:
             async with limiter:
                 if self.stop.halted:
-                    await self.emit("task_finished", task_id=task_id, status="failed", exit_code=None, error="halted")
+                    await self.emit(
+                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error="halted"
+                    )
                     return
                 await plan.prepared.wait()
                 if plan.problem is not None or not plan.argv:
@@ -361,7 +367,7 @@ class GroupRun:
                     await self.emit(
                         "task_finished",
                         task_id=task_id,
-                        status="failed",
+                        status=TaskStatus.FAILED.value,
                         exit_code=None,
                         error=plan.problem or "not prepared",
                     )
@@ -370,7 +376,7 @@ class GroupRun:
                 await self.emit(
                     "task_finished",
                     task_id=task_id,
-                    status="completed" if verdict.completed else "failed",
+                    status=(TaskStatus.COMPLETED if verdict.completed else TaskStatus.FAILED).value,
                     exit_code=exit_code,
                     error=verdict.error,
                     extra=verdict.extra,
@@ -380,9 +386,13 @@ class GroupRun:
                     launches.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                if self._status(task_id) not in ("completed", "failed"):
+                if self._status(task_id) not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
                     await self.emit(
-                        "task_finished", task_id=task_id, status="failed", exit_code=None, error=self.cancel_reason()
+                        "task_finished",
+                        task_id=task_id,
+                        status=TaskStatus.FAILED.value,
+                        exit_code=None,
+                        error=self.cancel_reason(),
                     )
             raise
 
@@ -390,17 +400,19 @@ class GroupRun:
 
     async def _post_execution(self) -> None:
         for result in self.meta.results:
-            if result.get("status") in ("pending", "in_progress"):
+            if result.get("status") in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
                 await self.emit(
                     "task_finished",
                     task_id=result["task_id"],
-                    status="failed",
+                    status=TaskStatus.FAILED.value,
                     exit_code=None,
                     error=result.get("error") or "did not finish",
                 )
         statuses = [r.get("status") for r in self.meta.results]
-        to_close = [r["task_id"] for r in self.meta.results if r.get("status") == "completed" and not r.get("closed")]
-        if "failed" in statuses or self.meta.errors:
+        to_close = [
+            r["task_id"] for r in self.meta.results if r.get("status") == TaskStatus.COMPLETED and not r.get("closed")
+        ]
+        if TaskStatus.FAILED in statuses or self.meta.errors:
             if to_close:
                 await self.emit(
                     "tests_finished",
@@ -448,9 +460,13 @@ class GroupRun:
         # A daemon escaped by setsid: nothing of an agent's tree outlives its run.
         await stop_strays(self.sink, "this run", repo_root=self.repo_root, grace=self.grace)
         for result in self.meta.results:
-            if result.get("status") in ("pending", "in_progress"):
+            if result.get("status") in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
                 await self.emit(
-                    "task_finished", task_id=result["task_id"], status="failed", exit_code=None, error="interrupted"
+                    "task_finished",
+                    task_id=result["task_id"],
+                    status=TaskStatus.FAILED.value,
+                    exit_code=None,
+                    error="interrupted",
                 )
         stopped = self.stop.group_error()
         if stopped:

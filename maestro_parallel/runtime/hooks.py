@@ -14,8 +14,9 @@ from configparser import ConfigParser
 from configparser import Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from ..agents import resolve_executable
+from ..agents import agent_environment, resolve_executable
 from ..config import Config
 from ..errors import StateError
 from ..state.locks import TestsLock
@@ -26,6 +27,9 @@ from .stopping import describe_returncode
 __all__ = ("TestsOutcome", "command_env", "detect_test_command", "run_refresh", "run_tests")
 
 _NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
+
+#: How a test-suite run ended.
+TestOutcomeStatus = Literal["passed", "failed", "skipped"]
 
 
 def _has_pytest_section(path: Path, section: str) -> bool:
@@ -83,7 +87,7 @@ def detect_test_command(repo_root: Path) -> tuple[str, ...] | None:
 
 @dataclass
 class TestsOutcome:
-    status: str  # passed | failed | skipped
+    status: TestOutcomeStatus
     exit_code: int | None = None
     command: list[str] | None = None
     error: str | None = None
@@ -91,10 +95,8 @@ class TestsOutcome:
 
 
 def command_env(repo_root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CLAUDECODE", None)
-    env["MAESTRO_REPO_ROOT"] = str(repo_root)
-    return env
+    """The environment of a refresh, test or skill command: an agent's, with only ``MAESTRO_REPO_ROOT``."""
+    return agent_environment(os.environ, {}, {"MAESTRO_REPO_ROOT": str(repo_root)})
 
 
 async def _run(

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..models import TaskStatus
 from .procfs import same_start
 from .sink import EventSink
 from .stopping import group_alive, stop_process_group, stop_processes_by_environment
@@ -53,7 +54,7 @@ async def recover_orphans(
         await sink.emit(
             "task_finished",
             task_id=task_id,
-            status="failed",
+            status=TaskStatus.FAILED.value,
             exit_code=None,
             error="interrupted",
             extra={"recovery": note},

@@ -17,7 +17,7 @@ import aiofiles.os
 from .._paths import GROUPS_RELATIVE_PATH
 from ..errors import StateError
 from ..markers import is_valid_group_id
-from ..models import GroupMetadata
+from ..models import GroupMetadata, TaskStatus
 from .locks import LockHolder
 from .store import GroupStore
 
@@ -40,7 +40,7 @@ class StoredGroup:
         """Left ``in_progress`` (or ``pending``) by a coordinator that is gone."""
         return (
             self.metadata is not None
-            and self.metadata.status.value in ("in_progress", "pending")
+            and self.metadata.status.value in (TaskStatus.IN_PROGRESS, TaskStatus.PENDING)
             and self.holder is None
         )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiofiles
 
 from ..errors import TrackerError, ValidationError
+from ..models import TaskStatus
 from ..state.readers import list_group_ids
 from ..state.store import GroupStore
 from ..tasks import TaskRecord, loads_tasks
@@ -33,7 +34,7 @@ async def closed_in_stored_groups(repo_root: Path) -> set[str]:
         if meta is None:
             continue
         for result in meta.results:
-            if result.get("closed") is True and result.get("status") == "completed":
+            if result.get("closed") is True and result.get("status") == TaskStatus.COMPLETED:
                 closed.add(result["task_id"])
     return closed
 
