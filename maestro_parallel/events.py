@@ -8,7 +8,8 @@ always the fold of the journal, and a reader (resume, ``recover``, another
 process) rebuilds it exactly with :func:`replay`.  Events carry absolute values
 (``attempt`` is a number, not an increment), so replaying them is idempotent.
 
-Schema 1 (the first event of each run carries ``"schema": 1``):
+Schema 1 (the first event of each run carries ``"schema": 1``; each event's type is in
+:mod:`maestro_parallel.event_types`):
 
 ==================  ==========================================================
 event               fields
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._paths import GROUPS_RELATIVE_PATH
+from .event_types import EventName
 from .models import GroupMetadata, GroupPhase, TaskStatus, new_result, utc_now
 
 __all__ = (
@@ -56,7 +58,7 @@ _EVENT_START = b'{"event":'
 _PER_ATTEMPT_EXTRAS = ("pid", "pgid", "start_time", "closed", "blockers")
 
 
-def make_event(name: str, **fields: Any) -> dict[str, Any]:
+def make_event(name: EventName, **fields: Any) -> dict[str, Any]:
     """An event dict stamped with the current time."""
     return {"event": name, "at": utc_now(), **fields}
 

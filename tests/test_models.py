@@ -14,6 +14,7 @@ from maestro_parallel.models import (
     GroupMetadata,
     GroupPhase,
     TaskMetadata,
+    TaskResult,
     TaskStatus,
     format_timestamp,
     new_result,
@@ -310,3 +311,41 @@ def test_result_for_returns_the_live_entry() -> None:
     assert result is not None
     result["status"] = "completed"
     assert sum(r["status"] == "completed" for r in group.results) == 1
+
+
+# --------------------------------------------------------------------------- TaskResult
+
+#: A result exactly as the snapshot documents it, plus added keys.
+DOCUMENTED_RESULT = {
+    "task_id": "proj-auth.1", "subagent": "backend-architect", "status": "completed",
+    "started_at": "2024-01-01T00:01:00.000Z", "completed_at": "2024-01-01T00:03:00.000Z",
+    "skills_applied": [], "exit_code": 0, "error": None, "attempts": 1, "warnings": [],
+    "log_path": ".flow/maestro/parallel_groups/infrastructure/logs/proj-auth.1.log",
+    "pid": 4242, "closed": True, "cost_usd": 0.0123,
+}
+
+
+def test_a_task_result_round_trips_to_exactly_the_snapshot_json() -> None:
+    result = TaskResult.from_dict(DOCUMENTED_RESULT)
+    assert result.status is TaskStatus.COMPLETED and result.extra == {"pid": 4242, "closed": True, "cost_usd": 0.0123}
+    assert json.dumps(result.to_dict()) == json.dumps(DOCUMENTED_RESULT)  # same keys, same order
+
+
+def test_a_new_result_is_a_pending_task_result() -> None:
+    fresh = new_result("t", log_path="logs/t.log")
+    assert fresh == TaskResult("t", log_path="logs/t.log").to_dict()
+    assert list(fresh) == ["task_id", "subagent", "status", "started_at", "completed_at", "skills_applied",
+                           "exit_code", "error", "attempts", "warnings", "log_path"]
+    assert (fresh["status"], fresh["attempts"]) == ("pending", 0)
+
+
+def test_a_task_result_with_a_bad_status_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="not a task status"):
+        TaskResult.from_dict({**DOCUMENTED_RESULT, "status": "done"})
+
+
+def test_the_typed_view_of_a_group_follows_its_results() -> None:
+    meta = GroupMetadata(group_id="g", tasks=["proj-auth.1"])
+    meta.results = [dict(DOCUMENTED_RESULT)]
+    [typed] = meta.task_results()
+    assert typed.task_id == "proj-auth.1" and typed.to_dict() == DOCUMENTED_RESULT

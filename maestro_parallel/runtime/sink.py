@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ..event_types import EventName
 from ..events import apply_event, make_event
 from ..models import GroupMetadata, GroupPhase
 from ..state.snapshot import SnapshotWriter
@@ -39,7 +40,7 @@ class EventSink:
         self.persist_error: str | None = None
         self._journal_wake: anyio.Event | None = None  # set while the journal writer task runs
 
-    async def emit(self, name: str, **fields: Any) -> dict[str, Any]:
+    async def emit(self, name: EventName, **fields: Any) -> dict[str, Any]:
         """Apply an event to the live state, journal it, and tell the listeners.
 
         While the journal writer runs, the event is queued and written by it at
