@@ -147,8 +147,28 @@ _open_log_async = aiofiles.os.wrap(_open_log)
 _write_all = aiofiles.os.wrap(_write_fully)
 
 
-class _PidfdChild:
-    """A child spawned with :class:`subprocess.Popen` and waited for through a pidfd (Linux).
+class _PopenChild:
+    """A child spawned with :class:`subprocess.Popen`, waited for by polling (old kernels only)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
+            await anyio.sleep(_POLL_SECONDS)
+        return self._popen.returncode
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class _PidfdChild(_PopenChild):
+    """The same, waited for through a pidfd (Linux).
 
     asyncio's child watcher on Python 3.11 starts one thread per child to wait
     for it; a pidfd becomes readable when its process exits, so the event loop
@@ -156,13 +176,8 @@ class _PidfdChild:
     """
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self.pid = popen.pid
+        super().__init__(popen)
         self._fd = os.pidfd_open(popen.pid)
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
 
     async def wait(self) -> int:
         while self._popen.poll() is None:
@@ -190,7 +205,7 @@ def _devnull() -> int:
 
 def _spawn_with_pidfd(
     argv: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str], fd: int
-) -> _PidfdChild | None:
+) -> _PopenChild | None:
     """Spawn in a new session with output to ``fd``; None where pidfds are not available."""
     if not hasattr(os, "pidfd_open"):
         return None
@@ -206,21 +221,7 @@ def _spawn_with_pidfd(
     try:
         return _PidfdChild(popen)
     except OSError:  # a kernel without pidfd_open (before 5.3): fall back to a polling waiter
-        return _PollingChild(popen)
-
-
-class _PollingChild(_PidfdChild):
-    """The same without a pidfd: polls the child (old kernels only)."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        self._fd = -1
-
-    async def wait(self) -> int:
-        while self._popen.poll() is None:
-            await anyio.sleep(_POLL_SECONDS)
-        return self._popen.returncode
+        return _PopenChild(popen)
 
 
 class AgentProcess:
@@ -232,7 +233,7 @@ class AgentProcess:
 
     def __init__(
         self,
-        process: anyio.abc.Process | _PidfdChild,
+        process: anyio.abc.Process | _PopenChild,
         *,
         grace: float,
         sink: CappedLogSink | None,
@@ -295,7 +296,7 @@ class AgentProcess:
             raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None
-            process: anyio.abc.Process | _PidfdChild | None = None
+            process: anyio.abc.Process | _PopenChild | None = None
             if spawn_gate is not None:
                 await spawn_gate.acquire()
             start_time = boot_ticks()
@@ -364,7 +365,7 @@ class AgentProcess:
         """Stop what is left of the group and finish the log; safe to call twice."""
         with anyio.CancelScope(shield=True):
             await self.stop(grace)
-            if isinstance(self._process, _PidfdChild):
+            if isinstance(self._process, _PopenChild):
                 await self._process.aclose()
             if self._sink is not None and self._log_fd >= 0:
                 # A daemon that escaped the group may still hold the pipe open.
