@@ -334,6 +334,11 @@ class AgentProcess:
     def returncode(self) -> int | None:
         return self._process.returncode
 
+    @property
+    def pipes_output(self) -> bool:
+        """True when the output goes through a pipe (a log cap): :meth:`pump` must run to copy it."""
+        return self._sink is not None
+
     async def pump(self) -> None:
         """Copy a capped process's output into its log; a no-op without a cap."""
         stream = getattr(self._process, "stdout", None)
@@ -427,7 +432,7 @@ async def run_command(
         spawn_gate=spawn_gate,
     )
     try:
-        if agent._sink is None and stop_event is None:
+        if not agent.pipes_output and stop_event is None:
             timed_out, stopped = await _supervise(agent, timeout, grace, on_start)
         else:  # a pipe to copy, or an event to watch: helper tasks, in a task group of our own
             async with anyio.create_task_group() as tg:
