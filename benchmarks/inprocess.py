@@ -181,7 +181,7 @@ def _instrument_spawning() -> dict[str, list[tuple[float, float]]]:
         spans["watchers"] = []
         watcher.add_child_handler = timed("watchers", watcher.add_child_handler)
     # the snapshot's encoding: the store's json.dumps calls with an indent (journal lines have none)
-    from maestro_parallel import store
+    from maestro_parallel.state import store
 
     real_json = getattr(store, "json", None)
     if real_json is not None:

@@ -10,7 +10,7 @@ exit writes a JSON side file (path in ``MAESTRO_BENCH_SIDEFILE``) with:
 - ``io``: ``/proc/self/io`` at exit (``wchar``: bytes passed to write calls by
   every thread of the process; ``write_bytes``: bytes it dirtied in the page cache);
 - ``snapshot_writes`` / ``snapshot_bytes`` and ``prompt_writes`` / ``prompt_bytes``:
-  counted by wrapping ``maestro_parallel.store._write_atomic_async`` (absent
+  counted by wrapping ``maestro_parallel.state.store.write_atomic_async`` (absent
   when the store no longer has it: then they are ``null``);
 - ``peak_threads``: the most threads the process had, sampled every 2 ms.
 
@@ -72,10 +72,10 @@ class _ThreadSampler(threading.Thread):
 def _instrument_store(counters: dict[str, Any]) -> None:
     """Count the atomic writes of the store (snapshots and prompts) and their bytes."""
     try:
-        from maestro_parallel import store
+        from maestro_parallel.state import store
     except ImportError:
         return
-    original = getattr(store, "_write_atomic_async", None)
+    original = getattr(store, "write_atomic_async", None)
     if original is None:
         return
     for key in ("snapshot_writes", "snapshot_bytes", "prompt_writes", "prompt_bytes", "other_writes", "other_bytes"):
@@ -88,7 +88,7 @@ def _instrument_store(counters: dict[str, Any]) -> None:
         counters[f"{kind}_bytes"] += len(data)
         return await original(path, data, *args, **kwargs)
 
-    store._write_atomic_async = counting  # type: ignore[attr-defined]
+    store.write_atomic_async = counting  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ def main():
     seconds = time.perf_counter() - started
     with open(out, "w") as handle:
         handle.write(
-            '{"seconds": %r, "status": %d, "maxrss_kb": %d, "spawner_hwm_kb": %s}'
-            % (seconds, os.waitstatus_to_exitcode(status), usage.ru_maxrss, "null" if hwm is None else hwm)
+            f'{{"seconds": {seconds!r}, "status": {os.waitstatus_to_exitcode(status):d}, '
+            f'"maxrss_kb": {usage.ru_maxrss:d}, "spawner_hwm_kb": {"null" if hwm is None else hwm}}}'
         )
     return 0
 

@@ -5,7 +5,7 @@ throwaway repository with a ``.beads/`` folder, files three beads (two of them m
 ``[P:Group-backend]``), finds the groups with ``maestro-parallel detect --from-beads``, runs
 the ``backend`` group with :class:`ParallelCoordinator` and shows what beads says afterwards.
 
-By default ``bd`` is the test suite's fake (``tests/fake_bd.py``, a small program that speaks
+By default ``bd`` is the test suite's fake (``tests/fakes/fake_bd.py``, a small program that speaks
 bd's JSON contract), so no beads installation is needed; ``--real-bd`` uses the ``bd`` on PATH:
 
     python examples/example_beads_integration.py
@@ -28,7 +28,7 @@ import anyio
 from maestro_parallel import ParallelCoordinator, detect_groups
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_BD = ROOT / "tests" / "fake_bd.py"
+FAKE_BD = ROOT / "tests" / "fakes" / "fake_bd.py"
 
 #: The agent of this example: it writes the first file its task names, then reports success.
 AGENT = """\

@@ -1,18 +1,18 @@
 """maestro_parallel: run parallel groups of coding-agent tasks for real.
 
-Layout (flat, one concern per module):
+Layout (one folder a layer; a module imports only its own layer and those below it):
 
-- ``coordinator`` the async API; ``group_run`` one execution of a group (the four phases);
-  ``sync`` the blocking facade;
-- ``markers`` / ``tasks`` / ``config`` / ``agents`` / ``events`` / ``plan``: pure rules, no I/O;
-- ``store`` (journal, snapshot, locks), ``process`` (agent subprocesses), ``hooks`` (refresh and
-  test-suite commands) and ``logfiles``: the I/O;
-- ``trackers``: where tasks live (``LocalTracker``, ``BeadsTracker``, ``MemoryTracker``);
-- ``cli`` (+ ``cli_run``, ``cli_tools``, ``progress``): the ``maestro-parallel`` command, the only
-  place that maps errors to exit codes.
+- pure rules and data, no I/O: ``models``, ``events``, ``markers``, ``tasks``, ``plan``, ``config``
+  (its key schema in ``_config_schema``), ``errors``;
+- ``agents/``: how a task becomes an agent run (subagent choice, prompt, argv, verdicts);
+- ``state/``: everything under ``.flow/maestro`` (journal, snapshot, locks, readers, logs);
+- ``runtime/``: processes, one group run, the async coordinator and the blocking facade;
+- ``trackers/``: where tasks live (``LocalTracker``, ``BeadsTracker``, ``MemoryTracker``);
+- ``cli/``: the ``maestro-parallel`` command, the only place that maps errors to exit codes.
 
-The public names below are imported on first use, so that ``import maestro_parallel`` (and the
-command line's start-up, during which a Ctrl-C must not print a traceback) stays quick.
+docs/ARCHITECTURE.md says where a new subsystem goes.  The public names below are imported on
+first use, so that ``import maestro_parallel`` (and the command line's start-up, during which a
+Ctrl-C must not print a traceback) stays quick.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ __all__ = (
 )
 
 _WHERE = {
-    "AsyncParallelCoordinator": ".coordinator",
+    "AsyncParallelCoordinator": ".runtime.coordinator",
     "Config": ".config",
     "GroupMetadata": ".models",
     "GroupPhase": ".models",
     "MaestroError": ".errors",
-    "ParallelCoordinator": ".sync",
+    "ParallelCoordinator": ".runtime.sync",
     "TaskMetadata": ".models",
     "TaskStatus": ".models",
     "detect_groups": ".markers",
@@ -55,11 +55,11 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from .config import Config, load_config
-    from .coordinator import AsyncParallelCoordinator
     from .errors import MaestroError
     from .markers import detect_groups, detect_subagent, extract_relevant_files
     from .models import GroupMetadata, GroupPhase, TaskMetadata, TaskStatus
-    from .sync import ParallelCoordinator
+    from .runtime.coordinator import AsyncParallelCoordinator
+    from .runtime.sync import ParallelCoordinator
 
 
 def __getattr__(name: str) -> object:

@@ -8,7 +8,8 @@ always the fold of the journal, and a reader (resume, ``recover``, another
 process) rebuilds it exactly with :func:`replay`.  Events carry absolute values
 (``attempt`` is a number, not an increment), so replaying them is idempotent.
 
-Schema 1 (the first event of each run carries ``"schema": 1``):
+Schema 1 (the first event of each run carries ``"schema": 1``; each event's type is in
+:mod:`maestro_parallel.event_types`):
 
 ==================  ==========================================================
 event               fields
@@ -35,6 +36,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._paths import GROUPS_RELATIVE_PATH
+from .event_types import EventName
 from .models import GroupMetadata, GroupPhase, TaskStatus, new_result, utc_now
 
 __all__ = (
@@ -55,7 +58,7 @@ _EVENT_START = b'{"event":'
 _PER_ATTEMPT_EXTRAS = ("pid", "pgid", "start_time", "closed", "blockers")
 
 
-def make_event(name: str, **fields: Any) -> dict[str, Any]:
+def make_event(name: EventName, **fields: Any) -> dict[str, Any]:
     """An event dict stamped with the current time."""
     return {"event": name, "at": utc_now(), **fields}
 
@@ -141,7 +144,7 @@ _CORE_RESULT_KEYS = frozenset(
 
 
 def _log_path_for(meta: GroupMetadata, task_id: str) -> str:
-    return f".flow/maestro/parallel_groups/{meta.group_id}/logs/{task_id}.log"
+    return f"{GROUPS_RELATIVE_PATH.as_posix()}/{meta.group_id}/logs/{task_id}.log"
 
 
 def apply_event(meta: GroupMetadata, event: Mapping[str, Any]) -> None:
@@ -193,7 +196,7 @@ def _refresh_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | N
 
 def _phase_changed(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
     try:
-        meta.phase = GroupPhase(event.get("phase"))
+        meta.phase = GroupPhase(str(event.get("phase")))
     except ValueError:
         pass
 
@@ -285,7 +288,7 @@ def _task_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None
 
 
 def _tests_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
-    if event.get("status") == "failed":
+    if event.get("status") == TaskStatus.FAILED:
         meta.errors.append(f"tests: {event.get('error') or 'the test suite failed'}")
 
 
@@ -308,7 +311,7 @@ def _group_error(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) 
 
 def _group_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
     try:
-        meta.status = TaskStatus(event.get("status"))
+        meta.status = TaskStatus(str(event.get("status")))
     except ValueError:
         return
     meta.completed_at = at

@@ -319,7 +319,7 @@ def extract_relevant_files(description: str) -> list[str]:
 
 DEFAULT_SUBAGENT = "backend-architect"
 
-#: The built-in keyword table (DESIGN §3), in priority order: a tie goes to the row listed first.
+#: The built-in keyword table, in priority order: a tie goes to the row listed first.
 DEFAULT_SUBAGENT_TABLE: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "backend-architect": ("api", "backend", "server", "database", "endpoint", "service"),

@@ -8,11 +8,13 @@ coordinator understands it.  Both round-trip through plain dicts with
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from .errors import ValidationError
 
@@ -20,6 +22,7 @@ __all__ = (
     "GroupMetadata",
     "GroupPhase",
     "TaskMetadata",
+    "TaskResult",
     "TaskStatus",
     "format_timestamp",
     "new_result",
@@ -27,7 +30,7 @@ __all__ = (
 )
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     """Status of a task, and of a group as a whole."""
 
     PENDING = "pending"
@@ -36,11 +39,8 @@ class TaskStatus(str, enum.Enum):
     FAILED = "failed"
     BLOCKED = "blocked"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class GroupPhase(str, enum.Enum):
+class GroupPhase(enum.StrEnum):
     """The four phases a group goes through, in order."""
 
     PRE_EXECUTION = "pre_execution"
@@ -48,13 +48,10 @@ class GroupPhase(str, enum.Enum):
     COORDINATION = "coordination"
     POST_EXECUTION = "post_execution"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 def format_timestamp(moment: datetime) -> str:
     """Format ``moment`` as ISO 8601 in UTC with milliseconds and a ``Z``."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -70,21 +67,77 @@ def utc_now() -> str:
     return f"{_SECOND[1]}{int((now - second) * 1000):03d}Z"
 
 
+@dataclass
+class TaskResult:
+    """One entry of a group's ``results``, typed: the keys the snapshot always has, then the added ones.
+
+    :meth:`to_dict` gives exactly the JSON of ``metadata.json`` (keys in the
+    documented order, then ``extra``: ``pid``, ``closed``, ``cost_usd``, ...);
+    :meth:`from_dict` reads it back, so ``TaskResult.from_dict(d).to_dict() == d``.
+    ``GroupMetadata.results`` stays a list of such dicts (the public shape);
+    :meth:`GroupMetadata.task_results` gives the typed view.
+    """
+
+    task_id: str
+    subagent: str | None = None
+    status: TaskStatus = TaskStatus.PENDING
+    started_at: str | None = None
+    completed_at: str | None = None
+    skills_applied: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    error: str | None = None
+    attempts: int = 0
+    warnings: list[str] = field(default_factory=list)
+    log_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "subagent": self.subagent,
+            "status": self.status.value,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "skills_applied": list(self.skills_applied),
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "attempts": self.attempts,
+            "warnings": list(self.warnings),
+            "log_path": self.log_path,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
+        what = f"result {data.get('task_id')!r:.60}" if isinstance(data, Mapping) else "result"
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"{what} must be an object, got {type(data).__name__}")
+        try:
+            status = TaskStatus(str(data.get("status")))
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from exc
+        return cls(
+            task_id=_expect_str(data, "task_id", what),
+            subagent=data.get("subagent"),
+            status=status,
+            started_at=data.get("started_at"),
+            completed_at=data.get("completed_at"),
+            skills_applied=_str_list(data, "skills_applied", what),
+            exit_code=data.get("exit_code"),
+            error=data.get("error"),
+            attempts=int(data.get("attempts") or 0),
+            warnings=_str_list(data, "warnings", what),
+            log_path=data.get("log_path"),
+            extra={k: v for k, v in data.items() if k not in _RESULT_KEYS},
+        )
+
+
+_RESULT_KEYS = frozenset(f.name for f in dataclasses.fields(TaskResult)) - {"extra"}
+
+
 def new_result(task_id: str, *, log_path: str) -> dict[str, Any]:
     """A fresh result entry for a task that has not run yet."""
-    return {
-        "task_id": task_id,
-        "subagent": None,
-        "status": TaskStatus.PENDING.value,
-        "started_at": None,
-        "completed_at": None,
-        "skills_applied": [],
-        "exit_code": None,
-        "error": None,
-        "attempts": 0,
-        "warnings": [],
-        "log_path": log_path,
-    }
+    return TaskResult(task_id, log_path=log_path).to_dict()
 
 
 def _expect_str(data: Mapping[str, Any], key: str, what: str) -> str:
@@ -144,8 +197,8 @@ class TaskMetadata:
             raise ValidationError(f"{what}: key 'priority' must be an integer 0-4, got {priority!r:.60}")
         try:
             status = TaskStatus(data.get("status", "pending"))
-        except ValueError:
-            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from None
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from exc
         subagent = data.get("subagent_type")
         if subagent is not None and not isinstance(subagent, str):
             raise ValidationError(f"{what}: key 'subagent_type' must be a string or null")
@@ -189,6 +242,10 @@ class GroupMetadata:
         if not self.group_name:
             self.group_name = f"Parallel Group {self.group_id}"
 
+    def task_results(self) -> list[TaskResult]:
+        """``results`` as :class:`TaskResult` objects (a typed copy; changing it changes nothing)."""
+        return [TaskResult.from_dict(result) for result in self.results]
+
     def result_for(self, task_id: str) -> dict[str, Any] | None:
         """The result entry of ``task_id``, or None.
 
@@ -231,12 +288,12 @@ class GroupMetadata:
         what = f"group {data.get('group_id')!r}"
         try:
             phase = GroupPhase(data.get("phase", "pre_execution"))
-        except ValueError:
-            raise ValidationError(f"{what}: key 'phase' is not a group phase: {data.get('phase')!r:.60}") from None
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'phase' is not a group phase: {data.get('phase')!r:.60}") from exc
         try:
             status = TaskStatus(data.get("status", "pending"))
-        except ValueError:
-            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from None
+        except ValueError as exc:
+            raise ValidationError(f"{what}: key 'status' is not a task status: {data.get('status')!r:.60}") from exc
         results = data.get("results", [])
         if not isinstance(results, list) or not all(
             isinstance(r, dict) and isinstance(r.get("task_id"), str) for r in results

@@ -14,9 +14,11 @@ the key, because a person fixes a file from that line alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
+from ._text import show, source_name
 from .errors import ValidationError
 from .markers import is_safe_task_id
 from .models import TaskMetadata, TaskStatus
@@ -92,16 +94,6 @@ class TaskRecord:
 # --------------------------------------------------------------------------- messages
 
 
-def _show(value: object, limit: int = 80) -> str:
-    """``repr`` cut to ``limit`` characters: escapes newlines and NULs, so a message stays one line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _source(source: str) -> str:
-    return source if source.isprintable() else _show(source)
-
-
 def _task_label(task_id: str | None, index: int) -> str:
     position = index + 1
     return f"task {task_id!r} (#{position})" if task_id is not None else f"task #{position}"
@@ -120,7 +112,7 @@ class _Where:
     def error(self, key: str | None, problem: str) -> ValidationError:
         label = _task_label(self.task_id, self.index)
         where = f"{label}: key {key!r} " if key is not None else f"{label}: "
-        return ValidationError(f"{_source(self.source)}: {where}{problem}")
+        return ValidationError(f"{source_name(self.source)}: {where}{problem}")
 
 
 # --------------------------------------------------------------------------- key readers
@@ -129,7 +121,7 @@ class _Where:
 def _opt_str(obj: Mapping[str, Any], key: str, where: _Where) -> str | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
-        raise where.error(key, f"must be a string, got {_show(value)}")
+        raise where.error(key, f"must be a string, got {show(value)}")
     return value
 
 
@@ -142,15 +134,15 @@ def _str_list(value: object, key: str, where: _Where) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise where.error(key, f"must be a list of strings, got {_show(value)}")
+        raise where.error(key, f"must be a list of strings, got {show(value)}")
     return list(value)
 
 
 def _safe_id(value: object, key: str, where: _Where) -> str:
     if not isinstance(value, str) or not value:
-        raise where.error(key, f"must be a non-empty string, got {_show(value)}")
+        raise where.error(key, f"must be a non-empty string, got {show(value)}")
     if not is_safe_task_id(value):
-        raise where.error(key, f"is not a safe name: {_show(value)} (allowed: {_SAFE_RULE})")
+        raise where.error(key, f"is not a safe name: {show(value)} (allowed: {_SAFE_RULE})")
     return value
 
 
@@ -159,12 +151,12 @@ def _read_id(obj: Mapping[str, Any], where: _Where) -> str:
     if id_value is None and alt_value is None:
         raise where.error(None, "has no 'id' (or 'task_id'): a task needs a string id")
     if id_value is not None and alt_value is not None:
-        _safe_id(id_value, "id", where)
+        task_id = _safe_id(id_value, "id", where)
         _safe_id(alt_value, "task_id", where)
-        if id_value != alt_value:
-            where.task_id = id_value
-            raise where.error("task_id", f"disagrees with 'id': {_show(alt_value)} != {_show(id_value)}")
-        return id_value
+        if task_id != alt_value:
+            where.task_id = task_id
+            raise where.error("task_id", f"disagrees with 'id': {show(alt_value)} != {show(task_id)}")
+        return task_id
     return _safe_id(id_value, "id", where) if id_value is not None else _safe_id(alt_value, "task_id", where)
 
 
@@ -173,7 +165,7 @@ def _read_priority(obj: Mapping[str, Any], where: _Where) -> int:
     if value is None:
         return 2
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 4:
-        raise where.error("priority", f"must be an integer 0-4, got {_show(value)}")
+        raise where.error("priority", f"must be an integer 0-4, got {show(value)}")
     return value
 
 
@@ -183,7 +175,7 @@ def _read_dependencies(obj: Mapping[str, Any], where: _Where) -> tuple[list[str]
     if value is None:
         return [], None
     if not isinstance(value, list):
-        raise where.error("dependencies", f"must be a list, got {_show(value)}")
+        raise where.error("dependencies", f"must be a list, got {show(value)}")
     blocking: dict[str, None] = {}
     parent: str | None = None
     for position, item in enumerate(value):
@@ -192,19 +184,19 @@ def _read_dependencies(obj: Mapping[str, Any], where: _Where) -> tuple[list[str]
             blocking.setdefault(_safe_id(item, key, where), None)
             continue
         if not isinstance(item, Mapping):
-            raise where.error(key, f"must be a string or an object, got {_show(item)}")
+            raise where.error(key, f"must be a string or an object, got {show(item)}")
         target_key = "depends_on_id" if item.get("depends_on_id") is not None else "id"
         target = item.get(target_key)
         if not isinstance(target, str) or not target:
             raise where.error(
-                f"{key}.{target_key}", f"must be a non-empty string (the id depended on), got {_show(target)}"
+                f"{key}.{target_key}", f"must be a non-empty string (the id depended on), got {show(target)}"
             )
         type_key = "dependency_type" if item.get("dependency_type") is not None else "type"
         dep_type = item.get(type_key, "blocks")
         if dep_type is None:
             dep_type = "blocks"
         if not isinstance(dep_type, str):
-            raise where.error(f"{key}.{type_key}", f"must be a string, got {_show(dep_type)}")
+            raise where.error(f"{key}.{type_key}", f"must be a string, got {show(dep_type)}")
         if dep_type in BLOCKING_DEPENDENCY_TYPES:
             blocking.setdefault(_safe_id(target, f"{key}.{target_key}", where), None)
         elif dep_type == _PARENT_CHILD and parent is None:
@@ -222,13 +214,13 @@ def _read_metadata(obj: Mapping[str, Any], where: _Where) -> Mapping[str, Any]:
             return {}
         try:
             value = json.loads(value)
-        except (ValueError, RecursionError):
-            raise where.error("metadata", f"is a string that is not JSON: {_show(obj.get('metadata'))}") from None
+        except (ValueError, RecursionError) as exc:
+            raise where.error("metadata", f"is a string that is not JSON: {show(obj.get('metadata'))}") from exc
         if not isinstance(value, dict):
-            raise where.error("metadata", f"is a JSON string that is not an object: {_show(obj.get('metadata'))}")
+            raise where.error("metadata", f"is a JSON string that is not an object: {show(obj.get('metadata'))}")
         return value
     if not isinstance(value, Mapping):
-        raise where.error("metadata", f"must be an object (or a JSON string of one), got {_show(value)}")
+        raise where.error("metadata", f"must be an object (or a JSON string of one), got {show(value)}")
     return value
 
 
@@ -243,7 +235,7 @@ def _read_agent_keys(obj: Mapping[str, Any], where: _Where) -> tuple[str | None,
                 continue
             if key == "subagent_type":
                 if not isinstance(value, str):
-                    raise where.error(prefix + key, f"must be a string or null, got {_show(value)}")
+                    raise where.error(prefix + key, f"must be a string or null, got {show(value)}")
             else:
                 value = _str_list(value, prefix + key, where)
             found[key] = value  # the nested scope runs second, so it wins
@@ -255,7 +247,7 @@ def _read_bool(obj: Mapping[str, Any], key: str, where: _Where) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise where.error(key, f"must be true or false, got {_show(value)}")
+        raise where.error(key, f"must be true or false, got {show(value)}")
     return value
 
 
@@ -270,7 +262,7 @@ def parse_task(obj: object, *, index: int, source: str = "tasks file") -> TaskRe
     """
     where = _Where(source, index)
     if not isinstance(obj, Mapping):
-        raise where.error(None, f"must be an object, got {_show(obj)}")
+        raise where.error(None, f"must be an object, got {show(obj)}")
     where.task_id = _read_id(obj, where)
 
     title = _str(obj, "title", where, default="")
@@ -317,24 +309,24 @@ def _task_list(data: object, source: str) -> list[Any]:
         return data
     if not isinstance(data, Mapping):
         raise ValidationError(
-            f"{_source(source)}: must be a JSON list of tasks or an object with a 'tasks' list, got {_show(data)}"
+            f"{source_name(source)}: must be a JSON list of tasks or an object with a 'tasks' list, got {show(data)}"
         )
     for key in ("tasks", "data", "items"):
         if key in data:
             if key != "tasks" and data.get("schema_version", 1) != 1:
                 raise ValidationError(
-                    f"{_source(source)}: unsupported beads envelope schema_version {_show(data['schema_version'])}"
+                    f"{source_name(source)}: unsupported beads envelope schema_version {show(data['schema_version'])}"
                     " (expected 1)"
                 )
             value = data[key]
             if not isinstance(value, list):
-                raise ValidationError(f"{_source(source)}: key {key!r} must be a list of tasks, got {_show(value)}")
+                raise ValidationError(f"{source_name(source)}: key {key!r} must be a list of tasks, got {show(value)}")
             return value
     if isinstance(data.get("error"), str):
-        raise ValidationError(f"{_source(source)}: holds an error, not tasks: {_show(data['error'])}")
+        raise ValidationError(f"{source_name(source)}: holds an error, not tasks: {show(data['error'])}")
     raise ValidationError(
-        f"{_source(source)}: must be a JSON list of tasks, {{\"tasks\": [...]}} or a beads envelope"
-        f" {{\"schema_version\": 1, \"data\": [...]}}; got an object with keys {_show(sorted(map(str, data)))}"
+        f"{source_name(source)}: must be a JSON list of tasks, {{\"tasks\": [...]}} or a beads envelope"
+        f" {{\"schema_version\": 1, \"data\": [...]}}; got an object with keys {show(sorted(map(str, data)))}"
     )
 
 
@@ -347,7 +339,7 @@ def parse_tasks(data: object, *, source: str = "tasks file") -> list[TaskRecord]
         first = seen.setdefault(record.task_id, index)
         if first != index:
             raise ValidationError(
-                f"{_source(source)}: duplicate task id {record.task_id!r} at #{first + 1} and #{index + 1}"
+                f"{source_name(source)}: duplicate task id {record.task_id!r} at #{first + 1} and #{index + 1}"
             )
         records.append(record)
     return records
@@ -371,17 +363,17 @@ def _jsonl_objects(text: str, source: str) -> list[Any] | None:
             if not objects:
                 return None
             raise ValidationError(
-                f"{_source(source)}: malformed JSON at line {number}, column {exc.colno}: {exc.msg}"
-            ) from None
-        except RecursionError:
+                f"{source_name(source)}: malformed JSON at line {number}, column {exc.colno}: {exc.msg}"
+            ) from exc
+        except RecursionError as exc:
             if not objects:
                 return None
-            raise ValidationError(f"{_source(source)}: line {number}: JSON nested too deeply") from None
+            raise ValidationError(f"{source_name(source)}: line {number}: JSON nested too deeply") from exc
         if not isinstance(value, dict):
             if not objects:
                 return None
             raise ValidationError(
-                f"{_source(source)}: line {number} is not a JSON object (a JSONL file holds one task object a line)"
+                f"{source_name(source)}: line {number} is not a JSON object (a JSONL file holds one task object a line)"
             )
         objects.append(value)
     return objects
@@ -395,17 +387,17 @@ def loads_tasks(text: str, *, source: str = "tasks file") -> list[TaskRecord]:
     """
     text = text.removeprefix("\ufeff")
     if not text.strip():
-        raise ValidationError(f"{_source(source)}: is empty (expected a JSON list of tasks)")
+        raise ValidationError(f"{source_name(source)}: is empty (expected a JSON list of tasks)")
     try:
         data = json.loads(text)
-    except RecursionError:
-        raise ValidationError(f"{_source(source)}: JSON nested too deeply") from None
+    except RecursionError as exc:
+        raise ValidationError(f"{source_name(source)}: JSON nested too deeply") from exc
     except json.JSONDecodeError as exc:
         objects = _jsonl_objects(text, source)
         if objects is None:
             raise ValidationError(
-                f"{_source(source)}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
+                f"{source_name(source)}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from exc
         return parse_tasks(objects, source=source)
     if (
         isinstance(data, dict)
@@ -421,20 +413,20 @@ def _check_metadata(task: TaskMetadata, where: _Where) -> None:
     """Type checks of a TaskMetadata built in Python, where nothing validated it yet."""
     for key in ("title", "description"):
         if not isinstance(getattr(task, key), str):
-            raise where.error(key, f"must be a string, got {_show(getattr(task, key))}")
+            raise where.error(key, f"must be a string, got {show(getattr(task, key))}")
     if task.subagent_type is not None and not isinstance(task.subagent_type, str):
-        raise where.error("subagent_type", f"must be a string or None, got {_show(task.subagent_type)}")
+        raise where.error("subagent_type", f"must be a string or None, got {show(task.subagent_type)}")
     for key in ("fallback_agents", "applicable_skills", "relevant_files"):
         _str_list(getattr(task, key), key, where)
     if not isinstance(task.dependencies, list):
-        raise where.error("dependencies", f"must be a list, got {_show(task.dependencies)}")
+        raise where.error("dependencies", f"must be a list, got {show(task.dependencies)}")
     for position, dep in enumerate(task.dependencies):
         _safe_id(dep, f"dependencies[{position}]", where)
     priority = task.priority
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 4:
-        raise where.error("priority", f"must be an integer 0-4, got {_show(priority)}")
+        raise where.error("priority", f"must be an integer 0-4, got {show(priority)}")
     if not isinstance(task.status, TaskStatus):
-        raise where.error("status", f"must be a TaskStatus, got {_show(task.status)}")
+        raise where.error("status", f"must be a TaskStatus, got {show(task.status)}")
 
 
 def coerce_task(
@@ -459,4 +451,4 @@ def coerce_task(
         )
     if isinstance(item, Mapping):
         return parse_task(item, index=index, source=source)
-    raise _Where(source, index).error(None, f"must be a mapping, a TaskMetadata or a TaskRecord, got {_show(item)}")
+    raise _Where(source, index).error(None, f"must be a mapping, a TaskMetadata or a TaskRecord, got {show(item)}")

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers import pid_alive, task
 
-import maestro_parallel.group_run as group_run_module
-from conftest import pid_alive, task
+import maestro_parallel.runtime.attempt as attempt_module
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge
 from maestro_parallel.cli import main
@@ -82,7 +82,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(group_run_module, "_RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(attempt_module, "_RETRY_BASE_SECONDS", 0.05)
 
 
 async def run_group(repo: Path, tasks: list[dict[str, Any]], group_id: str = "g") -> GroupMetadata:
@@ -706,7 +706,7 @@ def test_claude_permission_denials_are_recorded_by_tool_name() -> None:
 
 
 async def test_a_subagents_own_launch_stagger_applies_to_its_tasks(tmp_path: Path) -> None:
-    from conftest import AGENT, agent_config, runs, task, write_config
+    from helpers import AGENT, agent_config, runs, task, write_config
 
     repo = tmp_path / "stagger"
     repo.mkdir()

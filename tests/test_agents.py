@@ -127,7 +127,7 @@ def test_placeholders_in(template: list[str], names: set[str]) -> None:
 
 
 def test_every_documented_placeholder_is_known() -> None:
-    assert PLACEHOLDERS == {"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title", "skill"}
+    assert {"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title", "skill"} == PLACEHOLDERS
 
 
 # ------------------------------------------------------------------ oversized_argument
@@ -328,7 +328,7 @@ def test_choose_subagent(task: TaskMetadata, available: set[str] | None, expecte
     chosen, warnings = choose_subagent(task, frozenset(available) if available is not None else None)
     assert chosen == expected
     assert len(warnings) == len(fragments), warnings
-    for warning, fragment in zip(warnings, fragments):
+    for warning, fragment in zip(warnings, fragments, strict=True):
         assert fragment in warning
 
 

@@ -1,6 +1,6 @@
 """BeadsTracker over the bd CLI: parsing, readiness, claims, polling, closing and every failure mode.
 
-The tracker runs a real process every time: ``tests/fake_bd.py``, a small bd that follows the
+The tracker runs a real process every time: ``tests/fakes/fake_bd.py``, a small bd that follows the
 documented JSON contract and logs every invocation, so the tests count calls instead of mocking.
 A contract test parses the real bd samples in ``../shared/beads-samples`` when they are there, and
 an integration test runs a real ``bd`` when one is on PATH.
@@ -21,9 +21,9 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner, Result
+from fakes import fake_bd
+from helpers import pid_alive, write_config
 
-import fake_bd
-from conftest import pid_alive, write_config
 from maestro_parallel.cli import main
 from maestro_parallel.config import TrackerConfig
 from maestro_parallel.errors import TrackerError
@@ -717,7 +717,7 @@ def test_a_hanging_poll_neither_delays_completion_nor_leaves_a_process(beads: Be
 
 def test_the_tracker_kind_picks_the_beads_tracker(beads: Beads) -> None:
     from maestro_parallel.config import load_config
-    from maestro_parallel.coordinator import make_tracker
+    from maestro_parallel.runtime.coordinator import make_tracker
 
     beads.configure()
     tracker = make_tracker(load_config(beads.repo), beads.repo)

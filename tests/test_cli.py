@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers import pid_alive, runs, task, write_config
 
-from conftest import pid_alive, runs, task, write_config
 from maestro_parallel import __version__
 from maestro_parallel.cli import main
 

@@ -57,7 +57,7 @@ def test_presets_and_choices() -> None:
     }
     assert RESULT_FORMATS == ("exit-code", "claude-json", "codex-jsonl")
     assert TRACKER_KINDS == ("auto", "beads", "local")
-    assert CONFIG_RELATIVE_PATH == Path(".flow/maestro/config.toml")
+    assert Path(".flow/maestro/config.toml") == CONFIG_RELATIVE_PATH
 
 
 DEFAULTS = [

@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import agent_config, pid_alive, runs, task, write_config
 
-from conftest import agent_config, pid_alive, runs, task, write_config
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus, load_config
 from maestro_parallel.errors import GroupBusyError, ValidationError
 from maestro_parallel.trackers import LocalTracker, MemoryTracker

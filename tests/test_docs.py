@@ -68,7 +68,7 @@ def test_every_fence_is_closed_and_has_a_language_or_is_a_diagram() -> None:
     for doc in DOCS:
         text = doc.read_text()
         assert text.count("```") % 2 == 0, doc
-        for lang, body, line in blocks(doc):
+        for lang, _body, line in blocks(doc):
             assert lang in ("sh", "python", "toml", "json", ""), f"{page_id(doc)}:{line}: unknown language {lang!r}"
 
 
@@ -173,7 +173,7 @@ def sandbox_env(tmp_path: Path) -> dict[str, str]:
     """PATH with this environment's maestro-parallel, the fake claude and codex, and a fake bd."""
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)
-    (tools / "bd").write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_bd.py"} "$@"\n')
+    (tools / "bd").write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fakes" / "fake_bd.py"} "$@"\n')
     (tools / "bd").chmod(0o755)
     (tools / "claude").symlink_to(ROOT / "tests" / "fakes" / "claude")
     (tools / "codex").symlink_to(ROOT / "tests" / "fakes" / "codex")

@@ -487,3 +487,20 @@ def test_replay_without_a_base_starts_from_an_empty_group() -> None:
     meta = replay("infra", [])
     assert meta.group_id == "infra"
     assert meta.results == [] and meta.status is TaskStatus.PENDING
+
+
+def test_every_event_has_a_type_and_a_fold_and_nothing_else() -> None:
+    from typing import get_args
+
+    from maestro_parallel.event_types import EVENT_TYPES, EventName
+    from maestro_parallel.events import _HANDLERS
+
+    assert set(EVENT_TYPES) == set(_HANDLERS) == set(get_args(EventName))
+
+
+def test_an_event_carries_the_fields_its_type_names() -> None:
+    from maestro_parallel.event_types import TaskStarted
+
+    event = make_event("task_started", task_id="t", attempt=1, pid=10, pgid=10, start_time=None, argv0="agent")
+    assert set(TaskStarted.__required_keys__) - {"group_id"} <= set(event)
+    assert set(event) <= set(TaskStarted.__required_keys__) | set(TaskStarted.__optional_keys__)

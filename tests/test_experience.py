@@ -17,13 +17,13 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner, Result
+from helpers import runs, task
 from rich.console import Console
 
-from conftest import runs, task
 from maestro_parallel import AsyncParallelCoordinator, load_config
 from maestro_parallel.cli import main
+from maestro_parallel.cli.progress import LiveProgress, describe_event
 from maestro_parallel.config import Config, config_template, loads_config
-from maestro_parallel.progress import LiveProgress, describe_event
 from maestro_parallel.trackers import LocalTracker
 
 

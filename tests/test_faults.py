@@ -33,13 +33,13 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import pid_alive
 
-from conftest import pid_alive
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.config import load_config
 from maestro_parallel.events import decode_journal, replay
-from maestro_parallel.process import process_start_time
-from maestro_parallel.store import lock_holder
+from maestro_parallel.runtime.procfs import process_start_time
+from maestro_parallel.state.locks import lock_holder
 from maestro_parallel.trackers import MemoryTracker
 
 pytestmark = pytest.mark.faults
@@ -420,7 +420,7 @@ def test_kill9_of_the_coordinator_at_random_moments_then_resume(
         if (group_dir(repo) / ".lock").exists():
             # The dead holder's lock is free (a child caught between fork and exec may hold its
             # descriptor for a few milliseconds; the next coordinator retries for half a second).
-            wait_for(lambda: lock_holder(group_dir(repo) / ".lock") is None, timeout=5)
+            wait_for(lambda repo=repo: lock_holder(group_dir(repo) / ".lock") is None, timeout=5)
             assert json.loads((group_dir(repo) / ".lock").read_text())["pid"] == proc.pid
         if after != complete_lines(after):
             figures["torn last journal line"] += 1
@@ -691,7 +691,7 @@ def test_signals_at_random_moments_always_leave_a_final_state(
         signum = (signal.SIGINT, signal.SIGTERM)[i % 2]
         runner = start(reaper, execute_argv(repo))
         # From the run's first journal line on: the interpreter's own start-up is another case (below).
-        wait_for(lambda: journal_bytes(repo).count(b"\n") >= 1 or runner.poll() is not None)
+        wait_for(lambda repo=repo, runner=runner: journal_bytes(repo).count(b"\n") >= 1 or runner.poll() is not None)
         moment = time.monotonic() + rng.uniform(0.0, 1.3)
         while time.monotonic() < moment and runner.poll() is None:
             time.sleep(0.002)

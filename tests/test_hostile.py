@@ -24,10 +24,10 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
+from helpers import task, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import task, write_config
 from maestro_parallel import AsyncParallelCoordinator, TaskStatus
 from maestro_parallel.cli import main
 from maestro_parallel.config import Config, loads_config
@@ -44,7 +44,7 @@ from maestro_parallel.markers import (
     task_group,
 )
 from maestro_parallel.models import GroupMetadata
-from maestro_parallel.store import GroupStore
+from maestro_parallel.state.store import GroupStore
 from maestro_parallel.tasks import TaskRecord, loads_tasks, parse_tasks
 from maestro_parallel.trackers import LocalTracker
 

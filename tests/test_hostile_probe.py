@@ -420,7 +420,7 @@ def test_a_refresh_orphaned_by_kill_9_is_stopped_by_recover(tmp_path: Path) -> N
 def test_a_refresh_run_for_a_group_carries_the_group_in_its_environment(tmp_path: Path) -> None:
     """What the recovery sweep needs to find an orphaned refresh: the group's MAESTRO_* values."""
     from maestro_parallel.config import loads_config
-    from maestro_parallel.hooks import run_refresh
+    from maestro_parallel.runtime.hooks import run_refresh
 
     code = "import os; print(os.environ.get('MAESTRO_GROUP_ID'), os.environ.get('MAESTRO_REPO_ROOT'))"
     config = loads_config(f"[refresh]\ncommand = {json.dumps([PY, '-c', code])}\n")
@@ -750,7 +750,7 @@ def test_an_exception_in_on_event_surfaces_as_itself(repo: Path) -> None:
 
 
 def test_sole_exception_unwraps_a_group_of_one_only() -> None:
-    from maestro_parallel.coordinator import sole_exception
+    from maestro_parallel.runtime.coordinator import sole_exception
 
     error = CallbackBroke("x")
     assert sole_exception(BaseExceptionGroup("", [ExceptionGroup("", [error])])) is error
@@ -762,7 +762,7 @@ def test_sole_exception_unwraps_a_group_of_one_only() -> None:
 
 
 def test_a_failing_bd_blocked_still_runs_the_ready_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fake_bd
+    from fakes import fake_bd
 
     fake = Path(fake_bd.__file__).resolve()
     repo = make_repo(tmp_path / "repo")

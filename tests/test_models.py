@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from maestro_parallel.models import (
     GroupMetadata,
     GroupPhase,
     TaskMetadata,
+    TaskResult,
     TaskStatus,
     format_timestamp,
     new_result,
@@ -81,9 +82,9 @@ def test_task_status_rejects_values_outside_the_contract(value: str) -> None:
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
-        (datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=timezone.utc), "2026-11-28T12:00:00.123Z"),
-        (datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc), "2026-11-28T12:00:00.000Z"),
-        (datetime(2026, 11, 28, 12, 0, 0, 999999, tzinfo=timezone.utc), "2026-11-28T12:00:00.999Z"),
+        (datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC), "2026-11-28T12:00:00.123Z"),
+        (datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC), "2026-11-28T12:00:00.000Z"),
+        (datetime(2026, 11, 28, 12, 0, 0, 999999, tzinfo=UTC), "2026-11-28T12:00:00.999Z"),
         (datetime(2024, 1, 1, 2, 30, 5, 7000, tzinfo=timezone(timedelta(hours=2, minutes=30))), "2024-01-01T00:00:05.007Z"),
         (datetime(2024, 1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=5))), "2023-12-31T20:00:00.000Z"),
         (datetime(2023, 12, 31, 23, 0, 0, tzinfo=timezone(timedelta(hours=-2))), "2024-01-01T01:00:00.000Z"),
@@ -94,11 +95,11 @@ def test_format_timestamp(moment: datetime, expected: str) -> None:
 
 
 def test_utc_now_is_iso_8601_utc_with_milliseconds_and_z() -> None:
-    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    before = datetime.now(UTC) - timedelta(seconds=1)
     stamp = utc_now()
-    after = datetime.now(timezone.utc) + timedelta(seconds=1)
+    after = datetime.now(UTC) + timedelta(seconds=1)
     assert TIMESTAMP.fullmatch(stamp), stamp
-    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before <= parsed <= after
 
 
@@ -310,3 +311,41 @@ def test_result_for_returns_the_live_entry() -> None:
     assert result is not None
     result["status"] = "completed"
     assert sum(r["status"] == "completed" for r in group.results) == 1
+
+
+# --------------------------------------------------------------------------- TaskResult
+
+#: A result exactly as the snapshot documents it, plus added keys.
+DOCUMENTED_RESULT = {
+    "task_id": "proj-auth.1", "subagent": "backend-architect", "status": "completed",
+    "started_at": "2024-01-01T00:01:00.000Z", "completed_at": "2024-01-01T00:03:00.000Z",
+    "skills_applied": [], "exit_code": 0, "error": None, "attempts": 1, "warnings": [],
+    "log_path": ".flow/maestro/parallel_groups/infrastructure/logs/proj-auth.1.log",
+    "pid": 4242, "closed": True, "cost_usd": 0.0123,
+}
+
+
+def test_a_task_result_round_trips_to_exactly_the_snapshot_json() -> None:
+    result = TaskResult.from_dict(DOCUMENTED_RESULT)
+    assert result.status is TaskStatus.COMPLETED and result.extra == {"pid": 4242, "closed": True, "cost_usd": 0.0123}
+    assert json.dumps(result.to_dict()) == json.dumps(DOCUMENTED_RESULT)  # same keys, same order
+
+
+def test_a_new_result_is_a_pending_task_result() -> None:
+    fresh = new_result("t", log_path="logs/t.log")
+    assert fresh == TaskResult("t", log_path="logs/t.log").to_dict()
+    assert list(fresh) == ["task_id", "subagent", "status", "started_at", "completed_at", "skills_applied",
+                           "exit_code", "error", "attempts", "warnings", "log_path"]
+    assert (fresh["status"], fresh["attempts"]) == ("pending", 0)
+
+
+def test_a_task_result_with_a_bad_status_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="not a task status"):
+        TaskResult.from_dict({**DOCUMENTED_RESULT, "status": "done"})
+
+
+def test_the_typed_view_of_a_group_follows_its_results() -> None:
+    meta = GroupMetadata(group_id="g", tasks=["proj-auth.1"])
+    meta.results = [dict(DOCUMENTED_RESULT)]
+    [typed] = meta.task_results()
+    assert typed.task_id == "proj-auth.1" and typed.to_dict() == DOCUMENTED_RESULT

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pid_alive
-from maestro_parallel.ownership import (
+from helpers import pid_alive
+from maestro_parallel.runtime.ownership import (
     START_TIME_TOLERANCE,
     ProcessFacts,
     Verdict,

@@ -21,20 +21,16 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import pid_alive
 
-from maestro_parallel.process import (
-    AgentProcess,
-    CommandResult,
+from maestro_parallel.runtime.process import AgentProcess, CommandResult, run_command
+from maestro_parallel.runtime.procfs import START_TIME_TOLERANCE, process_start_time
+from maestro_parallel.runtime.stopping import (
     describe_returncode,
     group_alive,
     kill_process_group,
-    START_TIME_TOLERANCE,
-    process_start_time,
-    run_command,
     stop_process_group,
 )
-
-from conftest import pid_alive
 
 #: Room for a loaded 2-core CI machine on top of every bound the module promises.
 SLACK = 5.0

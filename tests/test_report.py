@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import agent_config, task, write_config
+from helpers import agent_config, task, write_config
 
 from maestro_parallel.cli import main
 from maestro_parallel.models import GroupMetadata

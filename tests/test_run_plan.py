@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from conftest import agent_config, pid_alive, runs, task, write_config
+from helpers import agent_config, pid_alive, runs, task, write_config
 
 from maestro_parallel.cli import main
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maestro_parallel.errors import StateError
-from maestro_parallel.safefs import (
+from maestro_parallel.state.safefs import (
     LineSplitter,
     OpenMode,
     UnsafePathError,
@@ -128,7 +128,7 @@ def test_a_fifo_is_refused_without_blocking(root: Path, mode: OpenMode) -> None:
     os.mkfifo(fifo)
     code = textwrap.dedent(f"""
         import signal, sys
-        from maestro_parallel.safefs import open_below, OpenMode, UnsafePathError
+        from maestro_parallel.state.safefs import open_below, OpenMode, UnsafePathError
         signal.alarm(5)
         try:
             open_below({str(root)!r}, "logs/a.log", OpenMode({mode.value!r}))
@@ -285,7 +285,7 @@ def test_the_tail_of_a_huge_sparse_log_is_read_in_bounded_memory(root: Path) -> 
     code = textwrap.dedent(f"""
         import os, resource
         resource.setrlimit(resource.RLIMIT_AS, (512 * 1024**2, 512 * 1024**2))
-        from maestro_parallel.safefs import open_below, last_line, iter_chunks
+        from maestro_parallel.state.safefs import open_below, last_line, iter_chunks
         fd = open_below({str(root)!r}, "logs/huge.log")
         print(last_line(fd))
         total = 0

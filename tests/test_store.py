@@ -24,24 +24,20 @@ import anyio
 import anyio.abc
 import pytest
 
+from maestro_parallel._paths import GROUPS_RELATIVE_PATH
 from maestro_parallel.errors import GroupBusyError, MaestroError, StateError, ValidationError
 from maestro_parallel.events import decode_journal, encode_event, make_event, replay
 from maestro_parallel.models import GroupMetadata, GroupPhase, TaskStatus, new_result
-from maestro_parallel.store import (
-    GROUPS_RELATIVE_PATH,
-    GroupStore,
-    SnapshotWriter,
-    TestsLock as SuiteLock,  # aliased: pytest would try to collect a class named Test*
-    list_group_ids,
-    lock_holder,
-    read_stored_group,
-    read_stored_groups,
-)
+from maestro_parallel.state.locks import TestsLock as SuiteLock  # aliased: pytest would collect a class named Test*
+from maestro_parallel.state.locks import lock_holder
+from maestro_parallel.state.readers import list_group_ids, read_stored_group, read_stored_groups
+from maestro_parallel.state.snapshot import SnapshotWriter
+from maestro_parallel.state.store import GroupStore
 
 #: Holds the lock of group argv[2] under repository argv[1] until killed; says "ready" once it does.
 HOLD_LOCK = r"""
 import sys, anyio
-from maestro_parallel.store import GroupStore
+from maestro_parallel.state.store import GroupStore
 
 async def main():
     store = GroupStore(sys.argv[1], sys.argv[2])
@@ -57,7 +53,7 @@ anyio.run(main)
 PEEK_LOCK = r"""
 import sys, time
 from pathlib import Path
-from maestro_parallel.store import lock_holder
+from maestro_parallel.state.locks import lock_holder
 
 path = Path(sys.argv[1])
 lock_holder(path)

@@ -42,9 +42,9 @@ def error_of(fields: dict[str, Any], *, index: int = 0, source: str = "tasks fil
 
 
 def test_constants() -> None:
-    assert BLOCKING_DEPENDENCY_TYPES == {"blocks", "conditional-blocks", "waits-for"}
-    assert DONE_STATUSES == {"closed", "completed"}
-    assert ACTIVE_STATUSES == {"open", "in_progress", "pending"}
+    assert {"blocks", "conditional-blocks", "waits-for"} == BLOCKING_DEPENDENCY_TYPES
+    assert {"closed", "completed"} == DONE_STATUSES
+    assert {"open", "in_progress", "pending"} == ACTIVE_STATUSES
 
 
 # --------------------------------------------------------------------------- defaults

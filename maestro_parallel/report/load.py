@@ -10,16 +10,17 @@ import json
 import os
 from pathlib import Path
 
+from .._paths import GROUPS_RELATIVE_PATH
 from ..errors import StateError
 from ..events import decode_journal
 from ..markers import SEQUENTIAL
 from ..models import GroupMetadata
-from ..planfile import read_plan_file
+from ..state.planfile import read_plan_file
 from .model import GroupView, PlanView, build_group_view, build_plan_view
 
 __all__ = ("GROUPS_FOLDER", "group_folder", "load_group_view", "load_plan_view", "tail")
 
-GROUPS_FOLDER = Path(".flow") / "maestro" / "parallel_groups"
+GROUPS_FOLDER = GROUPS_RELATIVE_PATH
 TAIL_BYTES = 4096
 
 

@@ -18,10 +18,8 @@ the class only runs processes.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -33,10 +31,23 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._text import one_line
 from ..config import TrackerConfig
 from ..errors import TrackerError, ValidationError
-from ..process import describe_returncode, stop_process_group
+from ..runtime.stopping import describe_returncode, stop_process_group
 from ..tasks import DONE_STATUSES, TaskRecord, parse_task
+from .bd_output import (
+    MESSAGE_LIMIT,
+    BdOutputError,
+    by_id,
+    decode_payload,
+    error_of,
+    failures_in_stderr,
+    holder_in,
+    only_missing_ids,
+    stderr_line,
+    unwrap_issues,
+)
 from .local import blockers_of
 
 __all__ = (
@@ -60,177 +71,12 @@ __all__ = (
 _STOP_GRACE_SECONDS = 1.0
 #: How long output still arriving through a pipe is read after bd itself exited.
 _DRAIN_SECONDS = 1.0
-_MESSAGE_LIMIT = 400
-_WARNING_LINE = re.compile(r"^\s*warning\s*:", re.IGNORECASE)
-_HOLDER_PATTERNS = (
-    re.compile(r"already claimed by\s+\"?([^\s\"]+?)\"?(?=[\s,;)]|$)"),
-    re.compile(r"already assigned to\s+\"([^\"]+)\""),
-    re.compile(r"(?:claimed|held|assigned) by\s+\"?([^\s\"]+?)\"?(?=[\s,;)]|$)"),
-)
-_MISSING_LINE = re.compile(r"^issue \S+ not found$|^no issues found\b", re.IGNORECASE)
-_TRAILING_PUNCTUATION = ".,;:"
 
 
 def default_actor() -> str:
     """``maestro-parallel@<hostname>``: distinct per machine, so coordinators exclude each other."""
     return f"maestro-parallel@{socket.gethostname()}"
 
-
-# --------------------------------------------------------------------------- reading bd's output
-
-
-def _one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _error_of(obj: object) -> str | None:
-    """The message of a ``{"error": ...}`` object, also inside a ``{"data": ...}`` envelope."""
-    if isinstance(obj, Mapping) and isinstance(obj.get("data"), Mapping) and "error" not in obj:
-        obj = obj["data"]
-    error = obj.get("error") if isinstance(obj, Mapping) else None
-    return error if isinstance(error, str) else None
-
-
-def stderr_line(stderr: str) -> str:
-    """bd's stderr folded into one line; a JSON ``{"error": ...}`` line is unwrapped to its message.
-
-    ``Hint:`` lines (advice for people) are left out.
-    """
-    parts: list[str] = []
-    for raw in stderr.splitlines():
-        line = raw.strip()
-        if not line or line.lower().startswith("hint:"):
-            continue
-        if line.startswith("{"):
-            try:
-                message = _error_of(json.loads(line))
-            except ValueError:
-                message = None
-            if message is not None:
-                line = message
-        if line not in parts:
-            parts.append(line)
-    return _one_line(" ".join(parts))
-
-
-class BdOutputError(ValueError):
-    """Raised by the parsers when bd's stdout is not the JSON expected (the caller adds stderr)."""
-
-
-def decode_payload(stdout: str) -> Any:
-    """The JSON document on bd's stdout once ``warning:`` lines are dropped.
-
-    Returns None when nothing is left; raises :class:`BdOutputError` when what is
-    left is not JSON.
-    """
-    text = "\n".join(line for line in stdout.splitlines() if not _WARNING_LINE.match(line)).strip()
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise BdOutputError(f"printed something that is not JSON: {_one_line(repr(text[:80]), 100)}") from None
-
-
-def unwrap_issues(payload: Any) -> list[dict[str, Any]]:
-    """The issue objects inside a plain array, an envelope or a lone issue.
-
-    Raises :class:`BdOutputError` for ``{"error": ...}`` and any other shape.
-    """
-    for _ in range(3):  # an envelope inside an envelope at most; never loop on hostile input
-        if isinstance(payload, Mapping) and "id" not in payload:
-            if "data" in payload:
-                payload = payload["data"]
-                continue
-            if "items" in payload:
-                payload = payload["items"]
-                continue
-        break
-    if isinstance(payload, Mapping):
-        error = _error_of(payload)
-        if error is not None and "id" not in payload:
-            raise BdOutputError(f"answered with an error: {_one_line(error)}")
-        if isinstance(payload.get("id"), str):
-            return [dict(payload)]
-        raise BdOutputError(f"answered with an object that is not an issue (keys {sorted(map(str, payload))[:8]})")
-    if not isinstance(payload, list):
-        raise BdOutputError(f"answered with {type(payload).__name__} JSON, not a list of issues")
-    issues: list[dict[str, Any]] = []
-    for item in payload:
-        if not isinstance(item, Mapping):
-            raise BdOutputError(f"answered with a list holding {type(item).__name__}, not issue objects")
-        issues.append(dict(item))
-    return issues
-
-
-def _by_id(issues: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    return {item["id"]: item for item in issues if isinstance(item.get("id"), str)}
-
-
-def _mentions(line: str, task_id: str) -> bool:
-    # Ids may hold '.' and ':', so those end an id only when white space or the line's end follows.
-    pattern = r"(?<![\w.:-])" + re.escape(task_id) + r"(?=$|[\s,;)\]\"']|[.:](?:\s|$))"
-    return re.search(pattern, line) is not None
-
-
-def failures_in_stderr(stderr: str, task_ids: Sequence[str]) -> dict[str, str]:
-    """Why bd refused each id of a multi-id write, read from its stderr.
-
-    Recent bd ends with one JSON line ``{"error": ..., "failed": [{"id", "error"}]}``;
-    every version prints a line per refused id naming it.  Both are read; the
-    JSON wins.
-    """
-    failures: dict[str, str] = {}
-    wanted = set(task_ids)
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        if not line.startswith("{"):
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, Mapping) and isinstance(obj.get("data"), Mapping):
-            obj = obj["data"]
-        failed = obj.get("failed") if isinstance(obj, Mapping) else None
-        for item in failed if isinstance(failed, list) else []:
-            if isinstance(item, Mapping) and item.get("id") in wanted and isinstance(item.get("error"), str):
-                failures[item["id"]] = _one_line(item["error"])
-    for task_id in sorted(wanted - failures.keys(), key=len, reverse=True):
-        for line in lines:
-            if line.startswith("{") or line.lower().startswith("hint:"):
-                continue
-            if _mentions(line, task_id):
-                failures[task_id] = _one_line(line)
-                break
-    return failures
-
-
-def only_missing_ids(stderr: str) -> bool:
-    """True when bd's stderr says nothing but that ids were not found (``bd show`` of deleted beads)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.lower().startswith("hint:")]
-    for line in lines:
-        if line.startswith("{"):
-            try:
-                line = _error_of(json.loads(line)) or line
-            except ValueError:
-                pass
-        if not _MISSING_LINE.match(line):
-            return False
-    return bool(lines)
-
-
-def holder_in(reason: str) -> str | None:
-    """The actor named as holding an issue in a refused claim, or None."""
-    for pattern in _HOLDER_PATTERNS:
-        found = pattern.search(reason)
-        if found:
-            holder = found.group(1).rstrip(_TRAILING_PUNCTUATION)
-            if holder:
-                return holder
-    return None
 
 
 # --------------------------------------------------------------------------- decisions
@@ -399,7 +245,7 @@ class BdResult:
         """A one-line error about this call, carrying bd's stderr."""
         detail = stderr_line(self.stderr)
         message = f"bd {self.command} {problem}" + (f": {detail}" if detail else "")
-        return TrackerError(_one_line(message, 2 * _MESSAGE_LIMIT), stderr=detail)
+        return TrackerError(one_line(message, 2 * MESSAGE_LIMIT), stderr=detail)
 
 
 async def _communicate(process: anyio.abc.Process) -> tuple[bytes, bytes]:
@@ -574,7 +420,7 @@ class BeadsTracker:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise TrackerError(f"cannot run bd ({argv[0]}): {exc.strerror or exc}; see [tracker].bd_command") from None
+            raise TrackerError(f"cannot run bd ({argv[0]}): {exc.strerror or exc}; see [tracker].bd_command") from exc
         try:
             with anyio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
                 out, err = await _communicate(process)
@@ -602,7 +448,7 @@ class BeadsTracker:
         try:
             payload = decode_payload(result.stdout)
         except BdOutputError as exc:
-            raise result.failure(str(exc)) from None
+            raise result.failure(str(exc)) from exc
         if payload is None:
             if result.returncode != 0:
                 raise result.failure(f"failed ({describe_returncode(result.returncode)})")
@@ -612,14 +458,14 @@ class BeadsTracker:
         try:
             return unwrap_issues(payload)
         except BdOutputError as exc:
-            raise result.failure(str(exc)) from None
+            raise result.failure(str(exc)) from exc
 
     async def _show(self, task_ids: Sequence[str], *, timeout: float | None = None) -> dict[str, Mapping[str, Any]]:
         """``bd show`` of many ids; none found is an empty answer, not an error."""
         result = await self._call("show", [], ids=task_ids, timeout=timeout)
         if not result.stdout.strip() and only_missing_ids(result.stderr):
             return {}
-        return _by_id(self._issues(result, partial=True))
+        return by_id(self._issues(result, partial=True))
 
     def _write_outcome(
         self, result: BdResult, task_ids: Sequence[str]
@@ -632,16 +478,16 @@ class BeadsTracker:
         try:
             payload = decode_payload(result.stdout)
         except BdOutputError as exc:
-            raise result.failure(str(exc)) from None
+            raise result.failure(str(exc)) from exc
         returned: dict[str, Mapping[str, Any]] = {}
         general = stderr_line(result.stderr)
         if payload is not None:
             try:
-                returned = _by_id(unwrap_issues(payload))
+                returned = by_id(unwrap_issues(payload))
             except BdOutputError as exc:
-                if _error_of(payload) is None:
-                    raise result.failure(str(exc)) from None
-                general = _one_line(_error_of(payload) or general)
+                if error_of(payload) is None:
+                    raise result.failure(str(exc)) from exc
+                general = one_line(error_of(payload) or general, MESSAGE_LIMIT)
         failures = failures_in_stderr(result.stderr, task_ids)
         if not returned and not failures:
             if result.returncode != 0:

@@ -15,7 +15,9 @@ from pathlib import Path
 import aiofiles
 
 from ..errors import TrackerError, ValidationError
-from ..store import GroupStore, list_group_ids
+from ..models import TaskStatus
+from ..state.readers import list_group_ids
+from ..state.store import GroupStore
 from ..tasks import TaskRecord, loads_tasks
 
 __all__ = ("LocalTracker", "blockers_of", "closed_in_stored_groups")
@@ -32,7 +34,7 @@ async def closed_in_stored_groups(repo_root: Path) -> set[str]:
         if meta is None:
             continue
         for result in meta.results:
-            if result.get("closed") is True and result.get("status") == "completed":
+            if result.get("closed") is True and result.get("status") == TaskStatus.COMPLETED:
                 closed.add(result["task_id"])
     return closed
 
@@ -57,9 +59,13 @@ def blockers_of(
             if dep not in closed_elsewhere and not (dep in known and known[dep].done)
         ]
         parent = known.get(record.parent) if record.parent else None
-        if parent is not None and parent.task_id not in seen and not parent.done:
-            if own_blockers(parent, seen | {record.task_id}):
-                blockers.append(parent.task_id)
+        if (
+            parent is not None
+            and parent.task_id not in seen
+            and not parent.done
+            and own_blockers(parent, seen | {record.task_id})
+        ):
+            blockers.append(parent.task_id)
         memo[record.task_id] = blockers
         return blockers
 
@@ -89,11 +95,11 @@ class LocalTracker:
             async with aiofiles.open(self.tasks_file, "rb") as handle:
                 data = await handle.read()
         except OSError as exc:
-            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from None
+            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from exc
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValidationError(f"{self.tasks_file}: not UTF-8 text (byte {exc.start})") from None
+            raise ValidationError(f"{self.tasks_file}: not UTF-8 text (byte {exc.start})") from exc
         return loads_tasks(text, source=str(self.tasks_file))
 
     async def fetch_statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
@@ -101,7 +107,7 @@ class LocalTracker:
         try:
             records = await self.load_tasks()
         except ValidationError as exc:
-            raise TrackerError(str(exc)) from None
+            raise TrackerError(str(exc)) from exc
         return {r.task_id: r.tracker_status for r in records if r.task_id in wanted}
 
     async def find_blockers(self, tasks: Sequence[TaskRecord]) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from .graph import PlanGraph, PlanStep
+from ..graph import PlanGraph, PlanStep
 
 __all__ = (
     "PlanLimits",

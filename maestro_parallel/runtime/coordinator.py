@@ -6,7 +6,7 @@
    running tasks, enforce per-task and whole-group timeouts;
 4. post-execution: verify, run the test suite, close the completed tasks, set the status.
 
-One execution of a group is a :class:`~maestro_parallel.group_run.GroupRun`;
+One execution of a group is a :class:`~maestro_parallel.runtime.group_run.GroupRun`;
 this module validates the input, takes the group's lock, decides whether to
 resume, and offers the readers (``get_group``, ``list_groups``, waiting).
 Failures of the work are recorded, never raised.
@@ -22,16 +22,18 @@ from typing import Any
 import aiofiles.os
 import anyio
 
-from .config import Config, load_config
-from .errors import GroupNotFoundError, StateError, TrackerError, ValidationError
+from .._paths import MAESTRO_RELATIVE_PATH
+from ..config import Config, load_config
+from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationError
+from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
+from ..models import GroupMetadata, TaskMetadata, TaskStatus
+from ..state.readers import StoredGroup, read_stored_group, read_stored_groups
+from ..state.store import GroupStore
+from ..tasks import TaskRecord, coerce_task
+from ..trackers.base import Tracker
+from ..trackers.local import LocalTracker
 from .group_run import GroupRun
 from .hooks import run_refresh, run_tests
-from .markers import detect_groups, is_safe_task_id, is_valid_group_id
-from .models import GroupMetadata, TaskMetadata, TaskStatus
-from .store import GroupStore, StoredGroup, read_stored_group, read_stored_groups
-from .tasks import TaskRecord, coerce_task
-from .trackers.base import Tracker
-from .trackers.local import LocalTracker
 
 __all__ = (
     "AsyncParallelCoordinator",
@@ -71,7 +73,7 @@ async def wait_for_stored_group(
     with anyio.move_on_after(max(timeout_seconds, 0)):
         delay = 0.05
         while seen is not None and seen.metadata is not None and not seen.stale:
-            if seen.metadata.status.value not in ("pending", "in_progress"):
+            if seen.metadata.status.value not in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
                 break
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -96,7 +98,8 @@ def validate_group(group_tasks: Sequence[Any], group_id: object) -> list[TaskRec
         record = coerce_task(item, index=index, source=f"group {group_id}")
         if record.task_id in seen:
             raise ValidationError(
-                f"group {group_id}: duplicate task id {record.task_id!r} (tasks #{seen[record.task_id] + 1} and #{index + 1})"
+                f"group {group_id}: duplicate task id {record.task_id!r} "
+                f"(tasks #{seen[record.task_id] + 1} and #{index + 1})"
             )
         seen[record.task_id] = index
         records.append(record)
@@ -112,7 +115,7 @@ def make_tracker(config: Config, repo_root: Path) -> Tracker:
         bd = config.tracker.bd_command[0]
         kind = "beads" if (repo_root / ".beads").is_dir() and which(bd) else "local"
     if kind == "beads":
-        from .trackers.beads import BeadsTracker
+        from ..trackers.beads import BeadsTracker
 
         return BeadsTracker(repo_root, config=config.tracker)
     return LocalTracker(repo_root)
@@ -151,7 +154,7 @@ class AsyncParallelCoordinator:
 
     async def refresh_context_before_group(self) -> bool:
         """Run the refresh command (``/flow:summary``) once; True when it succeeded."""
-        store_dir = self.repo_root / ".flow" / "maestro"
+        store_dir = self.repo_root / MAESTRO_RELATIVE_PATH
         await aiofiles.os.makedirs(store_dir, mode=0o700, exist_ok=True)
         ok, _, _ = await run_refresh(self.config, self.repo_root, store_dir / "refresh.log")
         return ok
@@ -182,7 +185,10 @@ class AsyncParallelCoordinator:
             if previous is not None and _already_completed(previous, records):
                 await store.sync_snapshot(previous)  # its coordinator may have died before the last snapshot
                 return previous
-            run = GroupRun(self, store, records, previous, halt_on_failure=halt_on_failure, notes=notes)
+            run = self._group_run(store, records, previous, halt_on_failure=halt_on_failure, notes=notes)
+            if self._interrupted is not None:  # a signal came before the run began
+                reason, force = self._interrupted
+                run.request_stop(reason, force=force)
             self._runs[group_id] = run
             try:
                 return await run.execute()
@@ -210,7 +216,7 @@ class AsyncParallelCoordinator:
             meta = await store.load()
             if meta is None:
                 raise GroupNotFoundError(group_id)
-            run = GroupRun(self, store, [], meta, halt_on_failure=False, notes=[])
+            run = self._group_run(store, [], meta)
             return meta, await run.recover()
 
     async def wait_for_group_completion(self, group_id: str, timeout_seconds: float = 3600) -> bool:
@@ -237,9 +243,9 @@ class AsyncParallelCoordinator:
         """Stored groups, newest ``created_at`` first; unreadable ones are left out."""
         try:
             wanted = TaskStatus(status) if status is not None else None
-        except ValueError:
+        except ValueError as exc:
             choices = ", ".join(s.value for s in TaskStatus)
-            raise ValidationError(f"invalid status {status!r:.40} (one of: {choices})") from None
+            raise ValidationError(f"invalid status {status!r:.40} (one of: {choices})") from exc
         found = [g.metadata for g in await self.read_groups() if g.metadata is not None]
         return [meta for meta in found if wanted is None or meta.status is wanted]
 
@@ -260,7 +266,7 @@ class AsyncParallelCoordinator:
 
     async def run_test_suite(self) -> bool:
         """Run the repository's test suite once (under ``tests.lock``); True when it passed or there is none."""
-        maestro = self.repo_root / ".flow" / "maestro"
+        maestro = self.repo_root / MAESTRO_RELATIVE_PATH
         await aiofiles.os.makedirs(maestro, mode=0o700, exist_ok=True)
         outcome = await run_tests(self.config, self.repo_root, maestro / "tests.log", maestro / "tests.lock")
         return outcome.status != "failed"
@@ -276,6 +282,27 @@ class AsyncParallelCoordinator:
         return task_id in answer and answer[task_id] is None
 
     # ------------------------------------------------------------------ internals
+
+    def _group_run(
+        self,
+        store: GroupStore,
+        records: list[TaskRecord],
+        previous: GroupMetadata | None,
+        *,
+        halt_on_failure: bool = False,
+        notes: list[str] | None = None,
+    ) -> GroupRun:
+        return GroupRun(
+            config=self.config,
+            tracker=self.tracker,
+            repo_root=self.repo_root,
+            store=store,
+            records=records,
+            previous=previous,
+            publish=self._publish,
+            halt_on_failure=halt_on_failure,
+            notes=notes,
+        )
 
     def _publish(self, event: dict[str, Any]) -> None:
         for callback in self._callbacks:
@@ -313,5 +340,5 @@ async def _load_previous(store: GroupStore) -> tuple[GroupMetadata | None, list[
 def _already_completed(previous: GroupMetadata, records: Sequence[TaskRecord]) -> bool:
     if previous.status is not TaskStatus.COMPLETED:
         return False
-    done = {r["task_id"] for r in previous.results if r.get("status") == "completed"}
+    done = {r["task_id"] for r in previous.results if r.get("status") == TaskStatus.COMPLETED}
     return all(record.task_id in done for record in records)

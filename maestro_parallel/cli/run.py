@@ -7,36 +7,34 @@ from typing import Any
 import anyio
 import click
 
-from .cli import (
-    EXIT_BLOCKED,
-    EXIT_FAILED,
-    EXIT_OK,
+from ..config import Config
+from ..errors import MaestroError, ValidationError
+from ..graph import PlanGraph, PlanStep, build_graph, estimated_seconds, render_text
+from ..markers import SEQUENTIAL
+from ..models import GroupMetadata, TaskStatus, utc_now
+from ..runtime.coordinator import AsyncParallelCoordinator
+from ..runtime.scheduler import PlanLimits, StepOutcome, StepReport, StepStatus, run_plan
+from ..state.planfile import write_plan_file
+from ..tasks import TaskRecord
+from ..trackers.local import closed_in_stored_groups
+from ._common import (
     AppState,
-    CliError,
-    _configured,
-    _emit_json,
-    _group_document,
-    _json_option,
-    _load_records,
-    _progress,
-    _raise_for,
-    _run_options,
-    _run_with_signals,
-    _signal_exit,
-    _tracker_for,
-    main,
+    BadInputError,
+    ExitCode,
+    cli_error,
+    command,
+    configured,
+    emit_json,
+    group_document,
+    json_option,
+    load_records,
     pass_state,
+    progress_view,
+    run_options,
+    run_with_signals,
+    signal_exit,
+    tracker_for,
 )
-from .config import Config
-from .coordinator import AsyncParallelCoordinator
-from .errors import MaestroError, ValidationError
-from .graph import PlanGraph, PlanStep, build_graph, estimated_seconds, render_text
-from .markers import SEQUENTIAL
-from .models import GroupMetadata, TaskStatus, utc_now
-from .planfile import write_plan_file
-from .scheduler import PlanLimits, StepOutcome, StepReport, StepStatus, run_plan
-from .tasks import TaskRecord
-from .trackers.local import closed_in_stored_groups
 
 __all__ = ("run_command", "step_document")
 
@@ -59,7 +57,7 @@ def step_document(step: PlanStep, report: StepReport) -> dict[str, Any]:
     meta = report.value
     if isinstance(meta, GroupMetadata):
         own = set(step.task_ids)
-        group = _group_document(meta)
+        group = group_document(meta)
         group["results"] = [r for r in group["results"] if r.get("task_id") in own]
         group["tasks"] = [t for t in group["tasks"] if t in own]
         group["errors"] = [e for e in group["errors"] if not _about_other_task(e, own, meta)]
@@ -72,10 +70,10 @@ def _about_other_task(error: str, own: set[str], meta: GroupMetadata) -> bool:
     return task_id in meta.tasks and task_id not in own
 
 
-@main.command(name="run")
+@command(name="run")
 @click.option("--tasks-file", metavar="FILE", help="A tasks.json file, or - for standard input.")
 @click.option("--from-beads", is_flag=True, help="Read the tasks from the beads tracker (bd).")
-@_run_options
+@run_options
 @click.option("--keep-going", is_flag=True, help="Go on after a failed step (the default; kept for scripts).")
 @click.option("--max-parallel-groups", type=click.IntRange(min=0), help="At most N steps at once (0: no cap).")
 @click.option("--max-agents", type=click.IntRange(min=0), help="At most N agents at once across the plan (0: no cap).")
@@ -85,7 +83,7 @@ def _about_other_task(error: str, own: set[str], meta: GroupMetadata) -> bool:
     help="Run ready steps at the same time although they share one working tree.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the steps, what each waits for and the critical path; run nothing.")
-@_json_option
+@json_option()
 @pass_state
 def run_command(
     state: AppState,
@@ -110,9 +108,9 @@ def run_command(
     1 a step failed, 2 bad input or a dependency cycle, 3 some tasks could not
     run (blocked), 4 a group is busy, 130/143 interrupted.
     """
-    config = _configured(state, **flags)
-    tracker, source = _tracker_for(state, tasks_file, from_beads)
-    records = _load_records(tracker)
+    config = configured(state, **flags)
+    tracker, source = tracker_for(state, tasks_file, from_beads)
+    records = load_records(tracker)
     taking_part = [r for r in records if r.takes_part]
     done = {r.task_id for r in records if r.done} | anyio.run(closed_in_stored_groups, state.repo_root)
     pending = [r for r in taking_part if r.task_id not in done]
@@ -120,20 +118,20 @@ def run_command(
         outside = {r.task_id: r.tracker_status for r in records if not r.takes_part and not r.done}
         graph = build_graph(pending, done, outside=outside)
     except ValidationError as exc:
-        raise CliError(str(exc)) from exc
+        raise BadInputError(str(exc)) from exc
     durations = _durations(pending)
     if dry_run:
         if as_json:
-            _emit_json({"total_tasks": len(pending), **graph.to_dict(durations)})
+            emit_json({"total_tasks": len(pending), **graph.to_dict(durations)})
         else:
             for line in render_text(graph, durations):
                 click.echo(line)
-        return EXIT_OK
+        return ExitCode.OK
     if not pending:
         state.progress(f"nothing to run in {source}")
         if as_json:
-            _emit_json({"status": "completed", "steps": [], "remaining": []})
-        return EXIT_OK
+            emit_json({"status": "completed", "steps": [], "remaining": []})
+        return ExitCode.OK
 
     limits = PlanLimits(
         max_parallel_steps=max_parallel_groups if max_parallel_groups is not None else config.plan.max_parallel_groups,
@@ -142,7 +140,7 @@ def run_command(
         one_at_a_time=not concurrent_steps,
     )
     by_id = {r.task_id: r for r in records}
-    with _progress(state) as on_event:
+    with progress_view(state) as on_event:
         coordinator = AsyncParallelCoordinator(
             state.repo_root, config=_capped(config, limits.max_agents), tracker=tracker, on_event=on_event
         )
@@ -157,9 +155,9 @@ def run_command(
             return await run_plan(graph, run_step, limits=limits, durations=durations, on_change=record.changed)
 
         try:
-            reports, received = _run_with_signals(state, [coordinator], body)
+            reports, received = run_with_signals(state, [coordinator], body)
         except MaestroError as exc:
-            _raise_for(exc)
+            raise cli_error(exc) from exc
         record.finish(reports)
     return _print_outcome(graph, reports, received, as_json)
 
@@ -281,15 +279,15 @@ def _print_outcome(graph: PlanGraph, reports: dict[str, StepReport], received: l
     failed = StepStatus.FAILED in statuses
     status = "failed" if failed else ("blocked" if remaining else "completed")
     if as_json:
-        _emit_json({"status": status, "steps": documents, "remaining": remaining})
+        emit_json({"status": status, "steps": documents, "remaining": remaining})
     else:
         for step, document in zip(graph.steps, documents):
             click.echo(f"{step.label}: {document['status']}" + (f" ({document['detail']})" if document["detail"] else ""))
             for error in document.get("group", {}).get("errors", []):
                 click.echo(f"  error: {error}")
         click.echo(f"plan {status}" + (f"; not run: {', '.join(remaining)}" if remaining else ""))
-    exit_code = _signal_exit(received)
+    exit_code = signal_exit(received)
     if exit_code is not None:
         return exit_code
-    return EXIT_FAILED if failed else (EXIT_BLOCKED if remaining else EXIT_OK)
+    return ExitCode.FAILED if failed else (ExitCode.BLOCKED if remaining else ExitCode.OK)
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._paths import GROUPS_RELATIVE_PATH
+from ..state.logfiles import last_nonblank_line
+
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
     from rich.table import Table
@@ -89,10 +92,7 @@ def _last_line(path: Path, limit: int = 4096) -> str:
             data = handle.read()
     except OSError:
         return ""
-    for line in reversed(data.decode("utf-8", "replace").splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
+    return last_nonblank_line(data)
 
 
 @dataclass
@@ -176,7 +176,9 @@ class LiveProgress:
         title = f"group {group.group_id} · {state} · {(group.ended or now) - group.started:.0f}s"
         return title, counts, rows, max(0, len(tasks) - self.max_rows)
 
-    def _table(self, group_id: str, title: str, counts: dict[str, int], rows: list[tuple[str, ...]], hidden: int) -> Table:
+    def _table(
+        self, group_id: str, title: str, counts: dict[str, int], rows: list[tuple[str, ...]], hidden: int
+    ) -> Table:
         from rich.table import Table
         from rich.text import Text
 
@@ -186,7 +188,7 @@ class LiveProgress:
         table.add_column("state", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
         table.add_column("last output", overflow="ellipsis", no_wrap=True, ratio=1)
-        logs = self.repo_root / ".flow" / "maestro" / "parallel_groups" / group_id / "logs"
+        logs = self.repo_root / GROUPS_RELATIVE_PATH / group_id / "logs"
         for task_id, subagent, status, seconds, note in rows:
             if status == "in_progress":
                 note = _last_line(logs / f"{task_id}.log")

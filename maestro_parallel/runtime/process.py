@@ -1,10 +1,8 @@
 """Run one command the way an agent must be run, and make sure nothing of it survives.
 
 Each command gets its own session and process group (``start_new_session``),
-stdin from ``/dev/null`` and its stdout and stderr written to a log file.
-anyio (like asyncio) only ever kills the direct child, so stopping is done here
-for the whole process group: SIGTERM, a grace period, then SIGKILL, under a
-shielded cancel scope with its own bound so that shutdown cannot hang.
+stdin from ``/dev/null`` and its stdout and stderr written to a log file;
+stopping it stops its whole process group (:mod:`.stopping`).
 
 Without a log cap the child writes straight into the log file: no pipe, no
 copy, nothing held in memory.  With a cap the output goes through a pipe and
@@ -16,7 +14,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import signal
 import subprocess
 import time
 from collections import deque
@@ -24,194 +21,23 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiofiles.os
 import anyio
 import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
-import aiofiles.os
 
-__all__ = (
-    "AgentProcess",
-    "CappedLogSink",
-    "CommandResult",
-    "boot_ticks",
-    "describe_returncode",
-    "find_processes_by_environment",
-    "group_alive",
-    "kill_process_group",
-    "process_start_time",
-    "same_start",
-    "run_command",
-    "stop_process_group",
-    "stop_processes_by_environment",
-)
+from .procfs import boot_ticks, process_start_time
+from .stopping import stop_process_group
+
+__all__ = ("AgentProcess", "CappedLogSink", "CommandResult", "run_command")
+
 
 #: How often a stopping coordinator looks whether a process group is gone.
 _POLL_SECONDS = 0.02
-#: Extra time, beyond the grace period, that stopping a group may take.
-_STOP_BOUND_SECONDS = 5.0
 #: How long output still arriving through a pipe is read after its process is gone.
 _DRAIN_SECONDS = 1.0
 _CHUNK = 64 * 1024
-
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux), or None.
-
-    Recorded beside a pid so that a later coordinator never signals a process
-    that merely reuses the number.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: fields resume after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-#: How much later than its recorded start time a process may have started and still be the same
-#: one (in clock ticks: one second at the usual 100 Hz).  The time is taken just before the fork
-#: and almost always equals the kernel's; pids take far longer than that to come round again.
-START_TIME_TOLERANCE = _CLK_TCK
-
-
-def boot_ticks() -> int | None:
-    """Now, in the clock ticks since boot that ``/proc/<pid>/stat`` uses for start times (Linux), or None.
-
-    Taken just before a fork it gives the child's start time without reading
-    ``/proc/<pid>/stat`` of a process in the middle of its exec, which waits
-    for the exec to finish (a third of a millisecond per agent on the loop).
-    """
-    try:
-        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * _CLK_TCK // 1_000_000_000
-    except (AttributeError, OSError):
-        return None
-
-
-def same_start(recorded: int | None, pid: int) -> bool:
-    """True unless ``pid`` is provably not the process that started at ``recorded`` (a reused pid)."""
-    actual = process_start_time(pid)
-    if recorded is None or actual is None:
-        return True  # nothing to compare (not Linux, or not recorded): trust the pid
-    return 0 <= actual - recorded <= START_TIME_TOLERANCE
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a process that is not a zombie is left in process group ``pgid``.
-
-    ``killpg(pgid, 0)`` also counts zombies, and an orphaned zombie waits for
-    init to reap it (a second or more on some machines); it can do no harm, so
-    on Linux the process table decides.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _PROCESS_TABLE.has_live_member(pgid)
-
-
-class _ProcessTable:
-    """Which process groups have a live member, read from /proc and cached briefly.
-
-    One scan serves every group being stopped at the same moment, so stopping a
-    thousand agents does not read /proc a thousand times per poll.
-    """
-
-    _MAX_AGE = _POLL_SECONDS / 2
-
-    def __init__(self) -> None:
-        self._read_at = -math.inf
-        self._live: set[int] | None = None
-
-    def has_live_member(self, pgid: int) -> bool:
-        now = time.monotonic()
-        # A cached "absent" is never trusted: the group may have been born after that
-        # scan, and stopping it would then be skipped.  A cached "present" only makes a
-        # stopping coordinator poll once more.
-        if now - self._read_at > self._MAX_AGE or (self._live is not None and pgid not in self._live):
-            self._live = self._scan()
-            self._read_at = now
-        return True if self._live is None else pgid in self._live
-
-    @staticmethod
-    def _scan() -> set[int] | None:
-        try:
-            names = os.listdir("/proc")
-        except OSError:
-            return None
-        live: set[int] = set()
-        for name in names:
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as handle:
-                    data = handle.read()
-            except OSError:
-                continue
-            fields = data[data.rfind(b")") + 2 :].split(maxsplit=3)
-            if len(fields) >= 3 and fields[0] not in (b"Z", b"X"):
-                live.add(int(fields[2]))
-        return live
-
-
-_PROCESS_TABLE = _ProcessTable()
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def describe_returncode(returncode: int | None) -> str:
-    """``exit code 3`` or ``killed by SIGKILL``: how a process ended, for people."""
-    if returncode is None:
-        return "did not exit"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
-
-
-async def stop_process_group(
-    pgid: int,
-    grace: float,
-    *,
-    wait_leader: Callable[[], Awaitable[object]] | None = None,
-) -> None:
-    """SIGTERM the whole group, give it ``grace`` seconds, then SIGKILL what is left.
-
-    Runs shielded with its own bound, so it completes even while the caller is
-    being cancelled and never hangs.  ``wait_leader`` reaps our own child (the
-    group leader) so that it does not linger as a zombie member of the group.
-    """
-    with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _STOP_BOUND_SECONDS):
-        if not group_alive(pgid):
-            return
-        _signal_group(pgid, signal.SIGTERM)
-        with anyio.move_on_after(grace):
-            if wait_leader is not None:
-                await wait_leader()
-            while group_alive(pgid):
-                await anyio.sleep(_POLL_SECONDS)
-        if group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-        if wait_leader is not None:
-            await wait_leader()
-        while group_alive(pgid):
-            await anyio.sleep(_POLL_SECONDS)
-
 
 class CappedLogSink:
     """Write a stream into a log file, keeping its head and its end within ``max_bytes``.
@@ -321,18 +147,12 @@ _open_log_async = aiofiles.os.wrap(_open_log)
 _write_all = aiofiles.os.wrap(_write_fully)
 
 
-class _PidfdChild:
-    """A child spawned with :class:`subprocess.Popen` and waited for through a pidfd (Linux).
-
-    asyncio's child watcher on Python 3.11 starts one thread per child to wait
-    for it; a pidfd becomes readable when its process exits, so the event loop
-    itself notices every exit, with no thread at all.
-    """
+class _PopenChild:
+    """A child spawned with :class:`subprocess.Popen`, waited for by polling (old kernels only)."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self._fd = os.pidfd_open(popen.pid)
 
     @property
     def returncode(self) -> int | None:
@@ -340,11 +160,32 @@ class _PidfdChild:
 
     async def wait(self) -> int:
         while self._popen.poll() is None:
+            await anyio.sleep(_POLL_SECONDS)
+        return self._popen.returncode
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class _PidfdChild(_PopenChild):
+    """The same, waited for through a pidfd (Linux).
+
+    asyncio's child watcher on Python 3.11 starts one thread per child to wait
+    for it; a pidfd becomes readable when its process exits, so the event loop
+    itself notices every exit, with no thread at all.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        super().__init__(popen)
+        self._fd = os.pidfd_open(popen.pid)
+
+    async def wait(self) -> int:
+        while self._popen.poll() is None:
             try:
                 await anyio.wait_readable(self._fd)
             except anyio.BusyResourceError:  # another task is already waiting on the pidfd
                 await anyio.sleep(_POLL_SECONDS)
-        return self._popen.returncode  # type: ignore[return-value]
+        return self._popen.returncode
 
     async def aclose(self) -> None:
         if self._fd >= 0 and self._popen.returncode is not None:
@@ -362,7 +203,9 @@ def _devnull() -> int:
     return _DEVNULL[0]
 
 
-def _spawn_with_pidfd(argv: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str], fd: int) -> _PidfdChild | None:
+def _spawn_with_pidfd(
+    argv: Sequence[str], *, cwd: str | os.PathLike[str], env: Mapping[str, str], fd: int
+) -> _PopenChild | None:
     """Spawn in a new session with output to ``fd``; None where pidfds are not available."""
     if not hasattr(os, "pidfd_open"):
         return None
@@ -378,21 +221,7 @@ def _spawn_with_pidfd(argv: Sequence[str], *, cwd: str | os.PathLike[str], env: 
     try:
         return _PidfdChild(popen)
     except OSError:  # a kernel without pidfd_open (before 5.3): fall back to a polling waiter
-        return _PollingChild(popen)  # type: ignore[return-value]
-
-
-class _PollingChild(_PidfdChild):
-    """The same without a pidfd: polls the child (old kernels only)."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        self._fd = -1
-
-    async def wait(self) -> int:
-        while self._popen.poll() is None:
-            await anyio.sleep(_POLL_SECONDS)
-        return self._popen.returncode  # type: ignore[return-value]
+        return _PopenChild(popen)
 
 
 class AgentProcess:
@@ -404,7 +233,7 @@ class AgentProcess:
 
     def __init__(
         self,
-        process: anyio.abc.Process | _PidfdChild,
+        process: anyio.abc.Process | _PopenChild,
         *,
         grace: float,
         sink: CappedLogSink | None,
@@ -463,11 +292,11 @@ class AgentProcess:
             fd = await _open_log_async(log_path, append=append_log)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from None
+                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from exc
             raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None
-            process: anyio.abc.Process | _PidfdChild | None = None
+            process: anyio.abc.Process | _PopenChild | None = None
             if spawn_gate is not None:
                 await spawn_gate.acquire()
             start_time = boot_ticks()
@@ -505,6 +334,11 @@ class AgentProcess:
     def returncode(self) -> int | None:
         return self._process.returncode
 
+    @property
+    def pipes_output(self) -> bool:
+        """True when the output goes through a pipe (a log cap): :meth:`pump` must run to copy it."""
+        return self._sink is not None
+
     async def pump(self) -> None:
         """Copy a capped process's output into its log; a no-op without a cap."""
         stream = getattr(self._process, "stdout", None)
@@ -530,15 +364,13 @@ class AgentProcess:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop the whole process group: SIGTERM, grace, SIGKILL (shielded, bounded)."""
-        await stop_process_group(
-            self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait
-        )
+        await stop_process_group(self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait)
 
     async def aclose(self, grace: float | None = None) -> None:
         """Stop what is left of the group and finish the log; safe to call twice."""
         with anyio.CancelScope(shield=True):
             await self.stop(grace)
-            if isinstance(self._process, _PidfdChild):
+            if isinstance(self._process, _PopenChild):
                 await self._process.aclose()
             if self._sink is not None and self._log_fd >= 0:
                 # A daemon that escaped the group may still hold the pipe open.
@@ -547,7 +379,7 @@ class AgentProcess:
                 # Close the pipe's transport too (anyio's aclose does; the stream's alone does not), or
                 # asyncio finalizes it after the loop is gone, with a traceback, when a daemon holds the pipe.
                 with anyio.move_on_after(_DRAIN_SECONDS):
-                    await self._process.aclose()  # type: ignore[union-attr]
+                    await self._process.aclose()
                 try:
                     for piece in self._sink.closing_chunks():
                         if self.log_error is None:
@@ -600,7 +432,7 @@ async def run_command(
         spawn_gate=spawn_gate,
     )
     try:
-        if agent._sink is None and stop_event is None:
+        if not agent.pipes_output and stop_event is None:
             timed_out, stopped = await _supervise(agent, timeout, grace, on_start)
         else:  # a pipe to copy, or an event to watch: helper tasks, in a task group of our own
             async with anyio.create_task_group() as tg:
@@ -648,82 +480,3 @@ async def _supervise(
 async def _stop_when_set(agent: AgentProcess, stop_event: anyio.Event) -> None:
     await stop_event.wait()
     agent.request_stop()
-
-
-def kill_process_group(pgid: int) -> None:
-    """SIGKILL a whole process group at once (a second Ctrl-C: no more grace)."""
-    _signal_group(pgid, signal.SIGKILL)
-
-
-def _parent_and_group(pid: int) -> tuple[int, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split(maxsplit=3)
-    try:
-        return int(fields[1]), int(fields[2])
-    except (IndexError, ValueError):
-        return None
-
-
-def find_processes_by_environment(environment: Mapping[str, str]) -> dict[int, int]:
-    """Live processes whose initial environment holds every ``NAME=value`` given: pid -> process group.
-
-    This reaches what a process group cannot: a daemon that left its agent's
-    group with ``setsid`` (and was reparented to init by a double fork) still
-    carries the environment its agent was given.  Linux only (``/proc``); an
-    empty answer elsewhere.  The caller's own process, its ancestors and their
-    process groups are never returned, so a coordinator run from inside an
-    agent never stops itself.  A process that rewrote its environment in place
-    or cleared it before exec is not found.
-    """
-    needles = [f"{name}={value}".encode("utf-8", "surrogateescape") for name, value in environment.items()]
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return {}
-    own: set[int] = set()
-    own_groups: set[int] = set()
-    pid = os.getpid()
-    while pid > 1 and pid not in own:
-        own.add(pid)
-        parent_group = _parent_and_group(pid)
-        if parent_group is None:
-            break
-        own_groups.add(parent_group[1])
-        pid = parent_group[0]
-    found: dict[int, int] = {}
-    for name in names:
-        if not name.isdigit() or int(name) in own:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                variables = set(handle.read().split(b"\0"))
-        except OSError:  # gone, or not ours to read
-            continue
-        if not all(needle in variables for needle in needles):
-            continue
-        parent_group = _parent_and_group(int(name))
-        if parent_group is None or parent_group[1] in own_groups or not group_alive(parent_group[1]):
-            continue
-        found[int(name)] = parent_group[1]
-    return found
-
-
-async def stop_processes_by_environment(environment: Mapping[str, str], grace: float) -> list[int]:
-    """Stop the process groups of every process :func:`find_processes_by_environment` finds.
-
-    TERM, ``grace``, KILL for each group, all at once (shielded, bounded).
-    Returns the process groups stopped.
-    """
-    if not environment:
-        raise ValueError("refusing to stop every process: no environment to match")
-    groups = sorted(set((await anyio.to_thread.run_sync(find_processes_by_environment, environment)).values()))
-    if groups:
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for pgid in groups:
-                    tg.start_soon(stop_process_group, pgid, grace)
-    return groups

@@ -188,9 +188,13 @@ def is_blocked(state: dict[str, Any], issue: dict[str, Any], seen: frozenset[str
         return True
     for dep in issue.get("dependencies") or []:
         parent = find(state, dep["depends_on_id"]) if dep.get("type") == "parent-child" else None
-        if parent is not None and parent["id"] not in seen and parent["status"] != "closed":
-            if is_blocked(state, parent, seen | {issue["id"]}):
-                return True
+        if (
+            parent is not None
+            and parent["id"] not in seen
+            and parent["status"] != "closed"
+            and is_blocked(state, parent, seen | {issue["id"]})
+        ):
+            return True
     return False
 
 

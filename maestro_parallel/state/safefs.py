@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from .errors import StateError
+from ..errors import StateError
 
 __all__ = (
     "STATE_CHAIN",

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
+from .._paths import PLAN_RELATIVE_PATH
+from ..errors import StateError
 
 __all__ = ("PLAN_FILE", "plan_file", "read_plan_file", "write_plan_file")
 
-PLAN_FILE = Path(".flow") / "maestro" / "plan.json"
+PLAN_FILE = PLAN_RELATIVE_PATH
 
 
 def plan_file(repo_root: str | os.PathLike[str]) -> Path:

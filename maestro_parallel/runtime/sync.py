@@ -15,13 +15,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
-from .config import Config
+from ..config import Config
+from ..errors import AsyncContextError
+from ..markers import detect_groups, extract_relevant_files
+from ..models import GroupMetadata, TaskMetadata, TaskStatus
+from ..tasks import TaskRecord
+from ..trackers.base import Tracker
 from .coordinator import AsyncParallelCoordinator, EventCallback
-from .errors import AsyncContextError
-from .markers import detect_groups, extract_relevant_files
-from .models import GroupMetadata, TaskMetadata, TaskStatus
-from .tasks import TaskRecord
-from .trackers.base import Tracker
 
 __all__ = ("ParallelCoordinator",)
 
@@ -37,7 +37,7 @@ def _blocking(func: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kw
             raise AsyncContextError(
                 "ParallelCoordinator cannot be called from inside a running event loop; "
                 "await the same method of AsyncParallelCoordinator instead"
-            ) from None
+            ) from None  # the event loop's own message would only mislead: this one says what to do
         raise
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-from .agents import ResultScanner
+from ..agents import ResultScanner
 
-__all__ = ("append_bytes", "file_size", "last_line", "read_head", "read_tail", "scan_log")
+__all__ = ("append_bytes", "file_size", "last_line", "last_nonblank_line", "read_head", "read_tail", "scan_log")
 
 #: How much of the end of a log is read to judge a run.
 _TAIL_BYTES = 8 * 1024 * 1024
@@ -37,8 +37,15 @@ async def last_line(path: Path) -> str:
             data = await handle.read()
     except OSError:
         return ""
-    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+    return last_nonblank_line(data)[:500]
+
+
+def last_nonblank_line(data: bytes) -> str:
+    """The last line of ``data`` that is not blank, stripped ("" if none): what a log last said."""
+    for line in reversed(data.decode("utf-8", "replace").splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 async def file_size(path: Path) -> int:

@@ -8,19 +8,20 @@ from pathlib import Path
 
 import click
 
-from .cli import (
-    EXIT_FAILED,
-    EXIT_OK,
+from .._paths import GROUPS_RELATIVE_PATH as GROUPS_FOLDER
+from ..report import build_report, write_report
+from ..state.planfile import plan_file
+from ._common import (
     AppState,
-    CliError,
-    _check_group_id,
-    _emit_json,
-    _json_option,
+    BadInputError,
+    ExitCode,
+    FailedError,
+    check_group_id,
+    command,
+    emit_json,
+    json_option,
     pass_state,
 )
-from .planfile import plan_file
-from .report import build_report, write_report
-from .report.load import GROUPS_FOLDER
 
 __all__ = ("report_command",)
 
@@ -45,12 +46,12 @@ def _fingerprint(repo_root: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(found)
 
 
-@click.command(name="report")
+@command(name="report")
 @click.option("--group-id", help="The group to draw.")
 @click.option("--plan", "whole_plan", is_flag=True, help="Draw the last whole-plan run: every step on one timeline.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the HTML file.")
 @click.option("--watch", is_flag=True, help="Rewrite the file as events arrive, until the run ends (Ctrl-C stops).")
-@_json_option
+@json_option()
 @pass_state
 def report_command(
     state: AppState, group_id: str | None, whole_plan: bool, output: Path | None, watch: bool, as_json: bool
@@ -64,28 +65,28 @@ def report_command(
     2 bad input.
     """
     if (group_id is None) == (not whole_plan):
-        raise CliError("give either --group-id G or --plan")
+        raise BadInputError("give either --group-id G or --plan")
     if group_id is not None:
-        _check_group_id(group_id, allow_sequential=True)
+        check_group_id(group_id, allow_sequential=True)
     repo_root = state.repo_root
     name = f"{group_id}.html" if group_id is not None else "plan.html"
     target = output if output is not None else repo_root / ".flow" / "maestro" / "reports" / name
     if target.exists() and target.is_dir():
-        raise CliError(f"--output {target}: is a folder")
+        raise BadInputError(f"--output {target}: is a folder")
     refresh = WATCH_INTERVAL * 2 if watch else None
     built = build_report(repo_root, group_id=group_id, refresh=refresh)
     if built is None:
         what = f"no group {group_id}" if group_id is not None else "no plan has run here"
-        raise CliError(f"{what} under {repo_root}", EXIT_FAILED)
+        raise FailedError(f"{what} under {repo_root}")
     html, problems, running = built
     try:
         write_report(target, html)
     except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}", EXIT_FAILED) from exc
+        raise FailedError(f"cannot write {target}: {exc.strerror or exc}") from exc
     for problem in problems:
         state.progress(f"warning: {problem}")
     if as_json:
-        _emit_json({"path": str(target), "problems": problems, "running": running})
+        emit_json({"path": str(target), "problems": problems, "running": running})
     else:
         click.echo(str(target))
     seen = _fingerprint(repo_root)
@@ -101,4 +102,4 @@ def report_command(
         html, _, running = built
         write_report(target, html)
         state.progress(f"rewrote {target}" + ("" if running else " (the run has ended)"))
-    return EXIT_OK
+    return ExitCode.OK

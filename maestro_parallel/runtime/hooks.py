@@ -10,20 +10,26 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from configparser import ConfigParser, Error as ConfigParserError
+from configparser import ConfigParser
+from configparser import Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from .agents import resolve_executable
-from .config import Config
-from .errors import StateError
-from .logfiles import last_line, read_head
-from .process import describe_returncode, run_command
-from .store import TestsLock
+from ..agents import agent_environment, resolve_executable
+from ..config import Config
+from ..errors import StateError
+from ..state.locks import TestsLock
+from ..state.logfiles import last_line, read_head
+from .process import run_command
+from .stopping import describe_returncode
 
 __all__ = ("TestsOutcome", "command_env", "detect_test_command", "run_refresh", "run_tests")
 
 _NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
+
+#: How a test-suite run ended.
+TestOutcomeStatus = Literal["passed", "failed", "skipped"]
 
 
 def _has_pytest_section(path: Path, section: str) -> bool:
@@ -81,7 +87,7 @@ def detect_test_command(repo_root: Path) -> tuple[str, ...] | None:
 
 @dataclass
 class TestsOutcome:
-    status: str  # passed | failed | skipped
+    status: TestOutcomeStatus
     exit_code: int | None = None
     command: list[str] | None = None
     error: str | None = None
@@ -89,10 +95,8 @@ class TestsOutcome:
 
 
 def command_env(repo_root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CLAUDECODE", None)
-    env["MAESTRO_REPO_ROOT"] = str(repo_root)
-    return env
+    """The environment of a refresh, test or skill command: an agent's, with only ``MAESTRO_REPO_ROOT``."""
+    return agent_environment(os.environ, {}, {"MAESTRO_REPO_ROOT": str(repo_root)})
 
 
 async def _run(
@@ -157,14 +161,22 @@ async def run_tests(
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         if detected:
-            return TestsOutcome("skipped", command=command, warning=f"test runner {command[0]!r} is not installed; tests skipped")
+            warning = f"test runner {command[0]!r} is not installed; tests skipped"
+            return TestsOutcome("skipped", command=command, warning=warning)
         return TestsOutcome("failed", command=command, error=f"executable not found: {command[0]} ([tests].command)")
     if group_id is not None:
         env["MAESTRO_GROUP_ID"] = group_id
     try:
         async with TestsLock(lock_path):
-            code, error = await _run(executable, command, repo_root=repo_root, env=env, log_path=log_path,
-                                     timeout=config.tests.timeout_seconds, grace=config.agent.grace_seconds)
+            code, error = await _run(
+                executable,
+                command,
+                repo_root=repo_root,
+                env=env,
+                log_path=log_path,
+                timeout=config.tests.timeout_seconds,
+                grace=config.agent.grace_seconds,
+            )
     except StateError as exc:  # tests.lock unusable (a symlink planted in its place)
         return TestsOutcome("failed", command=command, error=str(exc))
     if error is not None:

@@ -1,0 +1,118 @@
+"""``cancel``, ``recover`` and ``init``: stopping a group, finishing an orphaned one, starting a configuration."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import anyio
+import click
+
+from ..config import CONFIG_RELATIVE_PATH, config_template
+from ..errors import MaestroError
+from ..runtime.coordinator import AsyncParallelCoordinator
+from ..state.store import GroupStore
+from ..trackers.local import LocalTracker
+from ._common import (
+    AppState,
+    ExitCode,
+    FailedError,
+    check_group_id,
+    cli_error,
+    command,
+    emit_json,
+    group_document,
+    json_option,
+    pass_state,
+    print_group,
+    stored,
+)
+
+__all__ = ("cancel", "init", "recover")
+
+
+@command()
+@click.option("--group-id", required=True)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the group has stopped.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120, show_default=True, help="Seconds to wait.")
+@json_option()
+@pass_state
+def cancel(state: AppState, group_id: str, wait: bool, timeout: float, as_json: bool) -> int:
+    """Stop a group that another terminal runs (SIGTERM to its coordinator, which stops every agent)."""
+    check_group_id(group_id, allow_sequential=True)
+    store = GroupStore(state.repo_root, group_id)
+    holder = store.holder()
+    if holder is None or holder.pid is None:
+        raise FailedError(f"group {group_id} is not running")
+    if holder.host and holder.host != socket.gethostname():
+        raise FailedError(f"group {group_id} is run by pid {holder.pid} on {holder.host}; cancel it there")
+    try:
+        os.kill(holder.pid, signal.SIGTERM)
+    except ProcessLookupError as exc:
+        raise FailedError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone") from exc
+    state.progress(f"sent SIGTERM to the coordinator of group {group_id} (pid {holder.pid})")
+    stopped = not wait or _wait_until_released(store, timeout)
+    seen = stored(state, group_id)
+    status = seen.metadata.status.value if seen is not None and seen.metadata is not None else None
+    if as_json:
+        emit_json({"group_id": group_id, "signalled_pid": holder.pid, "stopped": stopped, "status": status})
+    else:
+        click.echo(f"group {group_id}: " + (f"stopped ({status})" if stopped else "still stopping"))
+    return ExitCode.OK if stopped else ExitCode.FAILED
+
+
+def _wait_until_released(store: GroupStore, timeout: float) -> bool:
+    """True once nobody holds the group's lock (its coordinator has finished shutting down)."""
+    deadline = time.monotonic() + timeout
+    while store.holder() is not None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@command()
+@click.option("--group-id", required=True)
+@json_option()
+@pass_state
+def recover(state: AppState, group_id: str, as_json: bool) -> int:
+    """Finish a group whose coordinator died: stop its agents, mark their tasks interrupted."""
+    check_group_id(group_id, allow_sequential=True)
+    coordinator = AsyncParallelCoordinator(
+        state.repo_root, config=state.config(), tracker=LocalTracker(state.repo_root)
+    )
+    try:
+        meta, recovered = anyio.run(coordinator.recover_group, group_id)
+    except MaestroError as exc:  # not found, busy, unreadable
+        raise cli_error(exc) from exc
+    if as_json:
+        emit_json(group_document(meta, {"recovered": recovered}))
+    else:
+        if recovered:
+            click.echo(f"recovered {len(recovered)} task(s): {', '.join(recovered)}")
+        else:
+            click.echo(f"group {group_id} needs no recovery ({meta.status.value})")
+        print_group(meta)
+    return ExitCode.OK
+
+
+@command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config.toml.")
+@json_option()
+@pass_state
+def init(state: AppState, force: bool, as_json: bool) -> int:
+    """Write .flow/maestro/config.toml with every key at its default, commented."""
+    path = state.repo_root / CONFIG_RELATIVE_PATH
+    if path.exists() and not force:
+        raise FailedError(f"{path} already exists (--force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(config_template())
+    os.replace(tmp, path)
+    if as_json:
+        emit_json({"path": str(path), "written": True})
+    else:
+        click.echo(f"wrote {path}")
+    return ExitCode.OK

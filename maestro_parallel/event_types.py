@@ -1,0 +1,176 @@
+"""The journal's events as types: one ``TypedDict`` per event, and the one table of event names.
+
+An event is a plain dict on the wire (a JSON line of ``events.jsonl``) and when
+published to ``on_event`` listeners (which also get ``group_id``); these types
+say which fields each carries, so code that builds or reads one is checked.
+Optional fields (absent in older journals or in some runs) are ``NotRequired``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, NotRequired, TypedDict
+
+__all__ = (
+    "EVENT_TYPES",
+    "Event",
+    "EventName",
+    "GroupError",
+    "GroupFinished",
+    "GroupStarted",
+    "PhaseChanged",
+    "RefreshFinished",
+    "TaskBlocked",
+    "TaskClosed",
+    "TaskFinished",
+    "TaskPrepared",
+    "TaskRetry",
+    "TaskStarted",
+    "TestsFinished",
+    "WarningEvent",
+)
+
+EventName = Literal[
+    "group_started",
+    "refresh_finished",
+    "phase_changed",
+    "task_prepared",
+    "warning",
+    "task_blocked",
+    "task_started",
+    "task_retry",
+    "task_finished",
+    "tests_finished",
+    "task_closed",
+    "group_error",
+    "group_finished",
+]
+
+
+class _Event(TypedDict):
+    event: str
+    at: str
+    group_id: NotRequired[str]  # added when published, never journaled
+
+
+class GroupStarted(_Event):
+    schema: int
+    run: int
+    pid: int
+    host: NotRequired[str]
+    tasks: list[str]
+    created_at: str
+    resumed: bool
+
+
+class RefreshFinished(_Event):
+    ok: bool
+    exit_code: NotRequired[int | None]
+    error: str | None
+    log_path: str | None
+
+
+class PhaseChanged(_Event):
+    phase: str  # a GroupPhase value
+
+
+class TaskPrepared(_Event):
+    task_id: str
+    subagent: str
+    skills_applied: list[str]
+    skills_missing: NotRequired[list[str]]
+    prompt_path: NotRequired[str]
+
+
+class WarningEvent(_Event):
+    task_id: str | None  # None: every task that runs in this run
+    message: str
+
+
+class TaskBlocked(_Event):
+    task_id: str
+    blockers: list[str]
+    error: str
+
+
+class TaskStarted(_Event):
+    task_id: str
+    attempt: int
+    pid: int
+    pgid: int
+    start_time: int | None
+    argv0: str
+
+
+class TaskRetry(_Event):
+    task_id: str
+    attempt: int
+    delay_seconds: float
+    reason: str | None
+
+
+class TaskFinished(_Event):
+    task_id: str
+    status: str  # a TaskStatus value
+    exit_code: int | None
+    error: str | None
+    extra: NotRequired[dict[str, Any]]  # agent-reported fields: cost_usd, session_id, closed, ...
+
+
+class TestsFinished(_Event):
+    status: Literal["passed", "failed", "skipped"]
+    exit_code: int | None
+    command: list[str] | None
+    error: str | None
+    log_path: str | None
+
+
+class TaskClosed(_Event):
+    task_id: str
+    ok: bool
+    error: str | None
+
+
+class GroupError(_Event):
+    message: str
+
+
+class GroupFinished(_Event):
+    status: str  # a TaskStatus value
+
+
+Event = (
+    GroupStarted
+    | RefreshFinished
+    | PhaseChanged
+    | TaskPrepared
+    | WarningEvent
+    | TaskBlocked
+    | TaskStarted
+    | TaskRetry
+    | TaskFinished
+    | TestsFinished
+    | TaskClosed
+    | GroupError
+    | GroupFinished
+)
+
+#: Every event name and its type: the one table the fold, the progress view and the docs follow.
+EVENT_TYPES: Mapping[str, type] = MappingProxyType(
+    {
+        "group_started": GroupStarted,
+        "refresh_finished": RefreshFinished,
+        "phase_changed": PhaseChanged,
+        "task_prepared": TaskPrepared,
+        "warning": WarningEvent,
+        "task_blocked": TaskBlocked,
+        "task_started": TaskStarted,
+        "task_retry": TaskRetry,
+        "task_finished": TaskFinished,
+        "tests_finished": TestsFinished,
+        "task_closed": TaskClosed,
+        "group_error": GroupError,
+        "group_finished": GroupFinished,
+    }
+)

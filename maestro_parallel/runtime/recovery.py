@@ -1,0 +1,86 @@
+"""Recovery: what a dead coordinator left running is stopped and recorded as interrupted.
+
+A task whose ``task_started`` is in the journal without a ``task_finished``
+was running when its coordinator died; its agent lives on in its own session.
+Strays that the journal cannot name (an agent spawned as its coordinator died,
+a daemon that left its agent's process group) are found by their environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..models import TaskStatus
+from .procfs import same_start
+from .sink import EventSink
+from .stopping import group_alive, stop_process_group, stop_processes_by_environment
+
+__all__ = ("open_task_starts", "recover_orphans", "stop_strays")
+
+
+def open_task_starts(events: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The ``task_started`` events of the journal that no ``task_finished`` followed, by task id."""
+    open_starts: dict[str, Mapping[str, Any]] = {}
+    for event in events:
+        name, task_id = event.get("event"), event.get("task_id")
+        if not isinstance(task_id, str):
+            continue
+        if name == "task_started":
+            open_starts[task_id] = event
+        elif name == "task_finished":
+            open_starts.pop(task_id, None)
+    return open_starts
+
+
+async def recover_orphans(
+    sink: EventSink, events: Sequence[Mapping[str, Any]], *, repo_root: Path, grace: float
+) -> list[str]:
+    """Stop what a dead coordinator left running and record those tasks as interrupted.
+
+    A process group is stopped (TERM, grace, KILL) only when its leader's
+    start time still matches the journal, so a reused pid is never signalled.
+    Returns the ids of the tasks so recorded.
+    """
+    open_starts = open_task_starts(events)
+    for task_id, started in open_starts.items():
+        pgid, start_time = started.get("pgid"), started.get("start_time")
+        note = "its coordinator died"
+        recorded = start_time if isinstance(start_time, int) else None
+        if isinstance(pgid, int) and pgid > 1 and group_alive(pgid) and same_start(recorded, pgid):
+            await stop_process_group(pgid, grace)
+            note = f"its coordinator died; process group {pgid} was stopped"
+        await sink.emit(
+            "task_finished",
+            task_id=task_id,
+            status=TaskStatus.FAILED.value,
+            exit_code=None,
+            error="interrupted",
+            extra={"recovery": note},
+        )
+    if events:
+        await stop_strays(sink, "an earlier run", repo_root=repo_root, grace=grace)
+    return list(open_starts)
+
+
+async def stop_strays(sink: EventSink, whose: str, *, repo_root: Path, grace: float) -> None:
+    """Stop what the journal cannot name but the environment can (see :func:`stop_processes_by_environment`).
+
+    An agent spawned in the instant before its coordinator died (its
+    ``task_started`` never written) and a daemon that left its agent's process
+    group (``setsid``) both still carry ``MAESTRO_REPO_ROOT`` and
+    ``MAESTRO_GROUP_ID``; no other coordinator can run this group meanwhile
+    (the caller holds its lock).
+    """
+    environment = {"MAESTRO_REPO_ROOT": str(repo_root), "MAESTRO_GROUP_ID": sink.group_id}
+    stopped = await stop_processes_by_environment(environment, grace)
+    if stopped:
+        await sink.emit(
+            "warning",
+            task_id=None,
+            message=(
+                f"stopped {len(stopped)} process group(s) left by {whose} outside the agents' own process groups "
+                f"(a daemon, or an agent started as its coordinator died): {', '.join(map(str, stopped))}"
+            ),
+        )

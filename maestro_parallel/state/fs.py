@@ -1,0 +1,137 @@
+"""File primitives for ``.flow/maestro``: private modes, no symlink followed, atomic replaces.
+
+Folders are ``0700`` and files ``0600`` because logs and prompts can hold
+secrets; no path is followed through a symlink.  Each primitive is a plain
+blocking function with an ``*_async`` twin run in a worker thread (aiofiles).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+from ..errors import StateError
+from ..runtime.procfs import process_start_time
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def nofollow_opener(flags: int) -> Callable[[str, int], int]:
+    def opener(path: str, mode_flags: int) -> int:
+        return os.open(path, mode_flags | flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+
+    return opener
+
+
+OPEN_NOFOLLOW = nofollow_opener(0)
+
+
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` as a private folder; refuse a symlink or a file in its place."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError as exc:
+        if path.is_symlink() or not path.is_dir():
+            raise StateError(f"refusing to use {path}: it is not a plain folder (a symlink?)") from exc
+        return
+    os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part.
+
+    ``fsync`` makes it durable across a machine crash too (the snapshot); a prompt, rewritten
+    by the next run anyway, needs only the rename's atomicity.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def remove_stale_temp_files(folders: tuple[Path, ...]) -> None:
+    """Remove ``.<name>.<pid>.<ns>.tmp`` files of :func:`write_atomic` whose writer is gone.
+
+    A writer killed between creating its temp file and renaming it leaves the
+    file behind; the target itself was never touched.
+    """
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if not (name.startswith(".") and name.endswith(".tmp") and len(parts) >= 5 and parts[-3].isdigit()):
+                continue
+            pid = int(parts[-3])
+            if pid != os.getpid() and process_start_time(pid) is not None:
+                continue  # its writer still lives
+            try:
+                os.unlink(folder / name)
+            except OSError:
+                pass
+
+
+def read_nofollow(path: Path) -> bytes | None:
+    """The bytes of ``path``, or None when it does not exist; a symlink is an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"refusing to read {path}: it is a symlink") from exc
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def last_byte_is_not_newline(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except OSError:  # empty or missing: nothing to repair
+        return False
+
+
+ends_torn = aiofiles.os.wrap(last_byte_is_not_newline)
+def write_many(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
+    errors: list[OSError | None] = []
+    for path, data in items:
+        try:
+            write_atomic(path, data, fsync=False)
+        except OSError as exc:
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return errors
+
+
+write_many_async = aiofiles.os.wrap(write_many)
+ensure_dir_async = aiofiles.os.wrap(ensure_dir)
+write_atomic_async = aiofiles.os.wrap(write_atomic)
+read_async = aiofiles.os.wrap(read_nofollow)
+remove_stale_temp_files_async = aiofiles.os.wrap(remove_stale_temp_files)
