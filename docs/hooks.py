@@ -122,8 +122,48 @@ _SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|mod|exc|data|obj):(?=<code>
 # mkdocs-click writes click's help text as Markdown: a placeholder such as ``<id>`` would become an
 # (invisible) HTML tag, and click 8.3's "no default" sentinel would show as a default.
 _HTML_TAGS = frozenset(
-    "a abbr b blockquote br code dd del details div dl dt em h1 h2 h3 h4 h5 h6 hr i img kbd li ol p pre "
-    "small span strong sub summary sup table tbody td th thead tr ul".split()
+    [
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "code",
+        "dd",
+        "del",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "kbd",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "summary",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    ]
 )
 _BARE_TAG = re.compile(r"<(/?)([a-z][a-z0-9_-]*)>")
 _NO_DEFAULT = "<code>Sentinel.UNSET</code>"

@@ -19,8 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "images" / "report-plan.png"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 ]
 
 
@@ -32,17 +39,32 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="maestro-shots-") as folder:
         scratch = Path(folder)
         demo = scratch / "demo"
-        shutil.copytree(ROOT / "examples" / "demo", demo, ignore=shutil.ignore_patterns("parallel_groups", "reports", "plan.json"))
+        shutil.copytree(
+            ROOT / "examples" / "demo", demo, ignore=shutil.ignore_patterns("parallel_groups", "reports", "plan.json")
+        )
         cli = [sys.executable, "-m", "maestro_parallel", "--repo-root", str(demo), "-q"]
         env = {**os.environ, "DEMO_AGENT_SECONDS": os.environ.get("DEMO_AGENT_SECONDS", "1.5")}
-        subprocess.run([*cli, "run", "--tasks-file", str(demo / "tasks.json"), "--concurrent-steps"], check=True, env=env, cwd=ROOT)
+        subprocess.run(
+            [*cli, "run", "--tasks-file", str(demo / "tasks.json"), "--concurrent-steps"], check=True, env=env, cwd=ROOT
+        )
         page = scratch / "plan.html"
-        subprocess.run([*cli, "report", "--plan", "--output", str(page)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*cli, "report", "--plan", "--output", str(page)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         TARGET.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [browser, *FLAGS, f"--user-data-dir={scratch / 'profile'}", "--window-size=1100,1250",
-             f"--screenshot={TARGET}", page.as_uri()],
-            check=True, capture_output=True, cwd=scratch, timeout=120,
+            [
+                browser,
+                *FLAGS,
+                f"--user-data-dir={scratch / 'profile'}",
+                "--window-size=1100,1250",
+                f"--screenshot={TARGET}",
+                page.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=scratch,
+            timeout=120,
         )
     print(TARGET.relative_to(ROOT))
     return 0

@@ -190,7 +190,8 @@ def build_graph(
     step_cycle = _step_cycle(order, waits)
     if step_cycle is not None:
         links = [
-            f"{reasons[(a, b)][0]} waits for {reasons[(a, b)][1]}" for a, b in zip(step_cycle, step_cycle[1:])
+            f"{reasons[(a, b)][0]} waits for {reasons[(a, b)][1]}"
+            for a, b in zip(step_cycle, step_cycle[1:], strict=False)
         ]
         raise ValidationError(
             "dependency cycle between steps: " + " -> ".join(step_cycle) + " (" + "; ".join(links) + ")"
@@ -200,7 +201,7 @@ def build_graph(
     topo = _topological(order, waits, index)
     chain = [sid for sid in topo if sid.startswith(SEQUENTIAL + ":")]
     after: dict[str, list[str]] = {sid: [] for sid in order}
-    for before, later in zip(chain, chain[1:]):
+    for before, later in zip(chain, chain[1:], strict=False):
         after[later].append(before)
 
     blocked: dict[str, str] = {}

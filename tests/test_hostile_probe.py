@@ -33,7 +33,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from test_faults import make_repo, no_processes_left, processes_of, wait_for
 
 PY = sys.executable
@@ -373,13 +372,13 @@ def test_a_symlinked_state_folder_is_refused_by_name(repo: Path, tmp_path: Path,
 def test_logs_swapped_for_a_symlink_by_an_agent_redirect_nothing(repo: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside-logs"
     outside.mkdir()
-    agent_script(repo, """
+    agent_script(repo, f"""
         import os, shutil, sys
         logs = os.path.join(os.environ["MAESTRO_REPO_ROOT"], ".flow/maestro/parallel_groups/g/logs")
         shutil.rmtree(logs)
-        os.symlink(%r, logs)
+        os.symlink({str(outside)!r}, logs)
         print("swapped")
-    """ % str(outside))
+    """)
     replace_section(repo, "tests", f"command = {json.dumps([PY, '-c', 'print(42)'])}")
     write_tasks(repo, [task("a")])
     done = execute(repo, timeout=30)
@@ -579,7 +578,7 @@ def test_a_signal_after_the_final_state_still_prints_it(repo: Path) -> None:
                                   "--group-id", f"g{i}", "--tasks-file", str(repo / "tasks.json"), "--json"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
-        def final() -> bool:
+        def final(snapshot: Path = snapshot) -> bool:
             try:
                 return json.loads(snapshot.read_bytes()).get("status") == "completed"
             except (OSError, ValueError):
@@ -697,7 +696,7 @@ def test_cancelling_in_the_first_millisecond_leaves_no_unreadable_group(repo: Pa
     for index, delay in enumerate([i / 10_000 for i in range(40)]):
         group = f"c{index}"
 
-        async def body() -> None:
+        async def body(delay: float = delay, group: str = group) -> None:
             coordinator = AsyncParallelCoordinator(repo, tracker=LocalTracker(repo))
             with anyio.move_on_after(delay):
                 await coordinator.execute_parallel_group([{"id": "a", "description": f"[P:Group-{group}]"}], group)

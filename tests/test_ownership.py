@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import pid_alive
+
 from maestro_parallel.runtime.ownership import (
     START_TIME_TOLERANCE,
     ProcessFacts,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
 import sys
 import time
-import subprocess
 import zlib
 from pathlib import Path
 from typing import Any

@@ -88,7 +88,7 @@ def test_shared_tree_runs_one_step_at_a_time_by_default(repo: Path) -> None:
     result = invoke(repo, "run", "--tasks-file", write(repo, plan), "--json")
     assert result.exit_code == 0, result.stderr
     ordered = sorted(spans(repo).values())
-    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
+    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:], strict=False))
 
 
 def test_a_missing_dependency_blocks_its_step_while_the_others_run(repo: Path) -> None:
@@ -170,7 +170,7 @@ def test_plan_caps_come_from_the_config(repo: Path) -> None:
     result = invoke(repo, "run", "--tasks-file", write(repo, plan), "--concurrent-steps", "--json")
     assert result.exit_code == 0, result.stderr
     ordered = sorted(spans(repo).values())
-    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))  # one agent at a time
+    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:], strict=False))  # one agent at a time
 
     write_config(repo, agent_config(extra="[plan]\nmax_agents = -1\n"))
     refused = invoke(repo, "run", "--tasks-file", str(repo / "tasks.json"))

@@ -322,7 +322,7 @@ def test_line_splitter_matches_the_reference_however_the_stream_is_cut(data: byt
     splitter = LineSplitter(max_bytes)
     bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
     got: list[bytes] = []
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in zip(bounds, bounds[1:], strict=False):
         got += splitter.feed(data[start:end])
     got += splitter.flush()
     assert got == reference_lines(data, max_bytes)

@@ -130,7 +130,7 @@ async def test_one_at_a_time_never_overlaps() -> None:
     graph = build_graph(ISSUE_PLAN)
     states = await run_plan(graph, sleeper({k: v / 4 for k, v in ISSUE_DURATIONS.items()}), limits=PlanLimits(one_at_a_time=True))
     reports = sorted(states.values(), key=lambda r: r.started)
-    assert all(a.ended <= b.started for a, b in zip(reports, reports[1:]))
+    assert all(a.ended <= b.started for a, b in zip(reports, reports[1:], strict=False))
 
 
 async def test_agent_budget_is_never_exceeded() -> None:

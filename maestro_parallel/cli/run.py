@@ -82,7 +82,9 @@ def _about_other_task(error: str, own: set[str], meta: GroupMetadata) -> bool:
     is_flag=True,
     help="Run ready steps at the same time although they share one working tree.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the steps, what each waits for and the critical path; run nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the steps, what each waits for and the critical path; run nothing."
+)
 @json_option()
 @pass_state
 def run_command(
@@ -221,7 +223,12 @@ class _PlanRecord:
     def __init__(self, state: AppState, graph: PlanGraph, durations: dict[str, float] | None) -> None:
         self.state = state
         self.graph = graph
-        self.document: dict[str, Any] = {"schema": 1, "started_at": utc_now(), "status": "in_progress", **graph.to_dict(durations)}
+        self.document: dict[str, Any] = {
+            "schema": 1,
+            "started_at": utc_now(),
+            "status": "in_progress",
+            **graph.to_dict(durations),
+        }
         self.times: dict[str, dict[str, Any]] = {}
         self._write()
 
@@ -234,7 +241,9 @@ class _PlanRecord:
             self.state.progress(f"step {self.graph.step(report.step_id).label}: started")
         else:
             entry["ended_at"] = utc_now()
-            self.state.progress(f"step {self.graph.step(report.step_id).label}: {report.status.value} ({report.detail})")
+            self.state.progress(
+                f"step {self.graph.step(report.step_id).label}: {report.status.value} ({report.detail})"
+            )
             waiting = self._waiting()
             if waiting:
                 self.state.progress("  waiting: " + "; ".join(waiting))
@@ -249,7 +258,9 @@ class _PlanRecord:
             if step.step_id in self.times:
                 continue
             pending = [label[w] for w in (*step.waits_for, *step.after) if w not in ended]
-            lines.append(f"{step.label} for {', '.join(dict.fromkeys(pending))}" if pending else f"{step.label} (ready)")
+            lines.append(
+                f"{step.label} for {', '.join(dict.fromkeys(pending))}" if pending else f"{step.label} (ready)"
+            )
         return lines
 
     def finish(self, reports: dict[str, StepReport]) -> None:
@@ -257,8 +268,10 @@ class _PlanRecord:
             entry = self.times.setdefault(sid, {})
             entry["status"], entry["detail"] = report.status.value, report.detail
         statuses = {r.status for r in reports.values()}
-        self.document["status"] = "completed" if statuses <= {StepStatus.COMPLETED} else (
-            "failed" if StepStatus.FAILED in statuses else "blocked"
+        self.document["status"] = (
+            "completed"
+            if statuses <= {StepStatus.COMPLETED}
+            else ("failed" if StepStatus.FAILED in statuses else "blocked")
         )
         self.document["completed_at"] = utc_now()
         self._write()
@@ -275,14 +288,18 @@ class _PlanRecord:
 def _print_outcome(graph: PlanGraph, reports: dict[str, StepReport], received: list[int], as_json: bool) -> int:
     documents = [step_document(step, reports[step.step_id]) for step in graph.steps]
     statuses = [reports[s.step_id].status for s in graph.steps]
-    remaining = [t for step in graph.steps if reports[step.step_id].status is not StepStatus.COMPLETED for t in step.task_ids]
+    remaining = [
+        t for step in graph.steps if reports[step.step_id].status is not StepStatus.COMPLETED for t in step.task_ids
+    ]
     failed = StepStatus.FAILED in statuses
     status = "failed" if failed else ("blocked" if remaining else "completed")
     if as_json:
         emit_json({"status": status, "steps": documents, "remaining": remaining})
     else:
-        for step, document in zip(graph.steps, documents):
-            click.echo(f"{step.label}: {document['status']}" + (f" ({document['detail']})" if document["detail"] else ""))
+        for step, document in zip(graph.steps, documents, strict=False):
+            click.echo(
+                f"{step.label}: {document['status']}" + (f" ({document['detail']})" if document["detail"] else "")
+            )
             for error in document.get("group", {}).get("errors", []):
                 click.echo(f"  error: {error}")
         click.echo(f"plan {status}" + (f"; not run: {', '.join(remaining)}" if remaining else ""))
@@ -290,4 +307,3 @@ def _print_outcome(graph: PlanGraph, reports: dict[str, StepReport], received: l
     if exit_code is not None:
         return exit_code
     return ExitCode.FAILED if failed else (ExitCode.BLOCKED if remaining else ExitCode.OK)
-

@@ -282,7 +282,13 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     command = ["git", "-C", str(repo), *args]
     try:
         done = subprocess.run(
-            command, check=False, capture_output=True, text=True, env=_git_env(), timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            env=_git_env(),
+            timeout=_GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{git_command_name(args)} timed out after {_GIT_TIMEOUT:.0f} s") from exc
@@ -383,7 +389,10 @@ def run_attempt(
             return
         streamed += len(text)
         if streamed >= STREAM_LIMIT:
-            text += f"\n[maestro-parallel: live log stops after {STREAM_LIMIT} characters; the whole log comes with the result]\n"
+            text += (
+                f"\n[maestro-parallel: live log stops after {STREAM_LIMIT} characters; "
+                "the whole log comes with the result]\n"
+            )
         emit("log", text)
 
     emit("started")  # the coordinator now knows the host, and waits for this attempt's end when it stops it
@@ -404,7 +413,9 @@ def run_attempt(
         )
         if remote_stop.is_set():  # stopped while its clone was made: launch nothing
             emit("finished", AttemptStatus.STOPPED)
-            return WorkerResult(AttemptStatus.STOPPED, host, error="stopped before it started", duration=time.monotonic() - began)
+            return WorkerResult(
+                AttemptStatus.STOPPED, host, error="stopped before it started", duration=time.monotonic() - began
+            )
         stop = threading.Event()
 
         def watch_remote() -> None:
@@ -452,7 +463,13 @@ def run_attempt(
             bundle = out.read_bytes()
         emit("finished", status)
         return WorkerResult(
-            status, host, returncode=returncode, log=log, head_sha=head, bundle=bundle, duration=time.monotonic() - began
+            status,
+            host,
+            returncode=returncode,
+            log=log,
+            head_sha=head,
+            bundle=bundle,
+            duration=time.monotonic() - began,
         )
     except RuntimeError as exc:
         emit("finished", AttemptStatus.ERROR)

@@ -109,7 +109,9 @@ async def create_base_bundle(repo: Path, sha: str) -> bytes:
         return path.read_bytes()
 
 
-async def apply_bundle(repo: Path, bundle: bytes, branch: str, expected_sha: str, *, task_id: str | None = None) -> None:
+async def apply_bundle(
+    repo: Path, bundle: bytes, branch: str, expected_sha: str, *, task_id: str | None = None
+) -> None:
     """Fetch ``branch`` from a returned bundle into ``repo``; it must arrive at ``expected_sha``.
 
     :raises BundleError: the bundle is damaged, lacks the branch, needs commits the repository does not have, or
@@ -125,7 +127,8 @@ async def apply_bundle(repo: Path, bundle: bytes, branch: str, expected_sha: str
             raise BundleError(f"the work of task {task_id} cannot be applied: {exc}", task_id=task_id) from exc
     if head != expected_sha:
         raise BundleError(
-            f"the work of task {task_id} cannot be applied: {branch} is at {head[:12]}, the worker said {expected_sha[:12]}",
+            f"the work of task {task_id} cannot be applied: {branch} is at {head[:12]}, "
+            f"the worker said {expected_sha[:12]}",
             task_id=task_id,
         )
 
@@ -304,7 +307,12 @@ class DaskExecutor:
                         # Not started, as far as we know: never start it.  Should it be starting right
                         # now, the worker sees the stop event (left set) and launches nothing.
                         await future.cancel()
-                        self._finish(spec, on_event, AttemptOutcome(AttemptStatus.STOPPED, error="stopped before it started"), began)
+                        self._finish(
+                            spec,
+                            on_event,
+                            AttemptOutcome(AttemptStatus.STOPPED, error="stopped before it started"),
+                            began,
+                        )
                     else:
                         stopped = await self._collect(spec, attempt, future)
                         finished = True
@@ -342,17 +350,25 @@ class DaskExecutor:
             result: WorkerResult = await future
         except KilledWorker as exc:
             worker = attempt.host or _last_worker(exc)
-            return AttemptOutcome(AttemptStatus.WORKER_LOST, host=worker, error=f"worker {worker} died while running this attempt")
+            return AttemptOutcome(
+                AttemptStatus.WORKER_LOST, host=worker, error=f"worker {worker} died while running this attempt"
+            )
         except anyio.get_cancelled_exc_class():
             raise
         except FutureCancelledError as exc:
             if attempt.host:  # its input was lost with the worker running it
                 return AttemptOutcome(
-                    AttemptStatus.WORKER_LOST, host=attempt.host, error=f"worker {attempt.host} died while running this attempt"
+                    AttemptStatus.WORKER_LOST,
+                    host=attempt.host,
+                    error=f"worker {attempt.host} died while running this attempt",
                 )
-            return AttemptOutcome(AttemptStatus.ERROR, error=f"the cluster dropped this attempt before it started: {exc}")
+            return AttemptOutcome(
+                AttemptStatus.ERROR, error=f"the cluster dropped this attempt before it started: {exc}"
+            )
         except Exception as exc:  # the task itself crashed on the worker: a failed attempt, not a crash here
-            return AttemptOutcome(AttemptStatus.ERROR, host=attempt.host, error=f"the worker failed: {type(exc).__name__}: {exc}")
+            return AttemptOutcome(
+                AttemptStatus.ERROR, host=attempt.host, error=f"the worker failed: {type(exc).__name__}: {exc}"
+            )
         outcome = AttemptOutcome(
             result.status,
             returncode=result.returncode,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 from .model import Attempt, GroupView, PlanView
@@ -73,7 +73,7 @@ def _badge(status: str) -> str:
 def _when(moment: float | None) -> str:
     if moment is None:
         return "-"
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _seconds(value: float | None) -> str:
@@ -89,7 +89,7 @@ def _tick(span: float) -> float:
     for step in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200):
         if span / step <= 10:
             return step
-    return 10 ** math.ceil(math.log10(span / 10))
+    return float(10 ** math.ceil(math.log10(span / 10)))
 
 
 class _Scale:
@@ -132,8 +132,10 @@ def _timeline(view: GroupView, now: float) -> str:
     scale = _Scale(span[0], end)
     rows = len(view.tasks) + 2  # phases, tasks, test gate
     height = 30 + rows * _ROW + 10
-    out = [f'<svg role="img" aria-label="timeline of group {escape(view.group_id)}" width="{_LABEL + _WIDTH + _PAD}" '
-           f'height="{height}" viewBox="0 0 {_LABEL + _WIDTH + _PAD} {height}" xmlns="http://www.w3.org/2000/svg">']
+    out = [
+        f'<svg role="img" aria-label="timeline of group {escape(view.group_id)}" width="{_LABEL + _WIDTH + _PAD}" '
+        f'height="{height}" viewBox="0 0 {_LABEL + _WIDTH + _PAD} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     out.append(scale.axis(24, rows * _ROW))
     y = 30
     out.append(f'<text x="4" y="{y + 16}">phases</text>')
@@ -143,7 +145,7 @@ def _timeline(view: GroupView, now: float) -> str:
         out.append(
             f'<rect x="{x1:.1f}" y="{y + 3}" width="{max(x2 - x1, 1):.1f}" height="{_ROW - 8}" rx="3" '
             f'fill="{PHASE_COLOURS.get(phase.name, "#ddd")}"><title>{escape(name)}: {_seconds((phase.end or end) - phase.start)}'
-            f'</title></rect>'
+            f"</title></rect>"
         )
         if x2 - x1 > 7 * len(name):
             out.append(f'<text x="{x1 + 4:.1f}" y="{y + 16}" style="font-size:10px">{escape(name)}</text>')
@@ -151,8 +153,10 @@ def _timeline(view: GroupView, now: float) -> str:
         y += _ROW
         out.append(f'<text x="4" y="{y + 16}">{escape(_short(task.task_id, 26))}</text>')
         if not task.attempts:
-            out.append(f'<text x="{_LABEL + 4}" y="{y + 16}" style="fill:#57606a">{escape(task.status)}'
-                       f'{": " + escape(_short(task.error or "", 80)) if task.error else ""}</text>')
+            out.append(
+                f'<text x="{_LABEL + 4}" y="{y + 16}" style="fill:#57606a">{escape(task.status)}'
+                f"{': ' + escape(_short(task.error or '', 80)) if task.error else ''}</text>"
+            )
         for attempt in task.attempts:
             x1 = scale.x(attempt.start)
             x2 = scale.x(attempt.end if attempt.end is not None else end)
@@ -170,10 +174,12 @@ def _timeline(view: GroupView, now: float) -> str:
     out.append(f'<text x="4" y="{y + 16}">test gate</text>')
     if view.tests is not None and view.tests.at is not None:
         x = scale.x(view.tests.at)
-        colour = _colour("completed" if view.tests.status == "passed" else ("failed" if view.tests.status == "failed" else "skipped"))
+        colour = _colour(
+            "completed" if view.tests.status == "passed" else ("failed" if view.tests.status == "failed" else "skipped")
+        )
         out.append(
             f'<path d="M{x:.1f},{y + 4} l8,9 l-8,9 l-8,-9 z" fill="{colour}"><title>tests {escape(view.tests.status)}'
-            f'{": " + escape(view.tests.error) if view.tests.error else ""}</title></path>'
+            f"{': ' + escape(view.tests.error) if view.tests.error else ''}</title></path>"
         )
         out.append(f'<text x="{x + 12:.1f}" y="{y + 16}" style="fill:#57606a">tests {escape(view.tests.status)}</text>')
     else:
@@ -187,21 +193,26 @@ def _short(text: str, limit: int) -> str:
 
 
 def _task_table(view: GroupView) -> str:
-    head = "<tr><th>task</th><th>status</th><th>subagent</th><th>attempts</th><th>cost</th><th>tokens</th>" \
-           "<th>changed files</th><th>merge</th><th>error / warnings</th></tr>"
+    head = (
+        "<tr><th>task</th><th>status</th><th>subagent</th><th>attempts</th><th>cost</th><th>tokens</th>"
+        "<th>changed files</th><th>merge</th><th>error / warnings</th></tr>"
+    )
     rows = []
     for task in view.tasks:
         notes = [escape(task.error)] if task.error else []
         notes += [f'<span style="color:#9a6700">{escape(w)}</span>' for w in task.warnings]
         timeouts = sum(a.timed_out for a in task.attempts)
-        attempts = f"{len(task.attempts)}" + (f" ({task.retries} retried)" if task.retries else "") + (
-            f", {timeouts} timed out" if timeouts else "")
+        attempts = (
+            f"{len(task.attempts)}"
+            + (f" ({task.retries} retried)" if task.retries else "")
+            + (f", {timeouts} timed out" if timeouts else "")
+        )
         files = "<br>".join(f"<code>{escape(f)}</code>" for f in task.changed_files) or "-"
         rows.append(
             f'<tr id="task-{escape(task.task_id)}"><td><code>{escape(task.task_id)}</code></td>'
-            f'<td>{_badge(task.status)}{" closed" if task.closed else ""}</td>'
+            f"<td>{_badge(task.status)}{' closed' if task.closed else ''}</td>"
             f"<td>{escape(task.subagent or '-')}</td><td>{escape(attempts)}</td>"
-            f'<td class="num">{"$%.4f" % task.cost_usd if task.cost_usd is not None else "-"}</td>'
+            f'<td class="num">{f"${task.cost_usd:.4f}" if task.cost_usd is not None else "-"}</td>'
             f'<td class="num">{task.tokens if task.tokens is not None else "-"}</td>'
             f"<td>{files}</td><td>{escape(task.merge or '-')}</td><td>{'<br>'.join(notes) or '-'}</td></tr>"
         )
@@ -212,9 +223,13 @@ def _logs(view: GroupView) -> str:
     parts = []
     for task in view.tasks:
         if task.log_tail is not None:
-            parts.append(f"<details><summary>log tail: {escape(task.task_id)}</summary><pre>{escape(task.log_tail)}</pre></details>")
+            parts.append(
+                f"<details><summary>log tail: {escape(task.task_id)}</summary><pre>{escape(task.log_tail)}</pre></details>"
+            )
     if view.tests is not None and view.tests.log_tail is not None:
-        parts.append(f"<details><summary>log tail: test gate</summary><pre>{escape(view.tests.log_tail)}</pre></details>")
+        parts.append(
+            f"<details><summary>log tail: test gate</summary><pre>{escape(view.tests.log_tail)}</pre></details>"
+        )
     return "".join(parts)
 
 
@@ -270,11 +285,13 @@ def _plan_timeline(plan: PlanView, now: float) -> str:
     ends = [s.end for s in plan.steps if s.end is not None] + ([now] if plan.running else [])
     scale = _Scale(min(started), max(ends + started))
     height = 30 + len(plan.steps) * _ROW + 10
-    out = [f'<svg role="img" aria-label="plan timeline" width="{_LABEL + _WIDTH + _PAD}" height="{height}" '
-           f'viewBox="0 0 {_LABEL + _WIDTH + _PAD} {height}" xmlns="http://www.w3.org/2000/svg">',
-           '<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto">'
-           '<path d="M0,0 L8,4 L0,8 z" fill="#57606a"/></marker></defs>',
-           scale.axis(24, len(plan.steps) * _ROW)]
+    out = [
+        f'<svg role="img" aria-label="plan timeline" width="{_LABEL + _WIDTH + _PAD}" height="{height}" '
+        f'viewBox="0 0 {_LABEL + _WIDTH + _PAD} {height}" xmlns="http://www.w3.org/2000/svg">',
+        '<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto">'
+        '<path d="M0,0 L8,4 L0,8 z" fill="#57606a"/></marker></defs>',
+        scale.axis(24, len(plan.steps) * _ROW),
+    ]
     rows = {step.step_id: index for index, step in enumerate(plan.steps)}
     bars: dict[str, tuple[float, float, float]] = {}
     for index, step in enumerate(plan.steps):
@@ -282,14 +299,22 @@ def _plan_timeline(plan: PlanView, now: float) -> str:
         weight = "font-weight:700" if step.critical else ""
         out.append(f'<text x="4" y="{y + 16}" style="{weight}">{escape(_short(step.label, 26))}</text>')
         if step.start is None:
-            out.append(f'<text x="{_LABEL + 4}" y="{y + 16}" style="fill:#57606a">{escape(step.status)}'
-                       f'{": " + escape(_short(step.detail, 90)) if step.detail else ""}</text>')
+            out.append(
+                f'<text x="{_LABEL + 4}" y="{y + 16}" style="fill:#57606a">{escape(step.status)}'
+                f"{': ' + escape(_short(step.detail, 90)) if step.detail else ''}</text>"
+            )
             continue
         x1, x2 = scale.x(step.start), scale.x(step.end if step.end is not None else now)
         stroke = ' stroke="#f2b705" stroke-width="3"' if step.critical else ""
-        tip = f"{step.label}: {step.status}" + (f" ({step.detail})" if step.detail else "") + f", tasks {', '.join(step.tasks)}"
-        out.append(f'<rect x="{x1:.1f}" y="{y + 3}" width="{max(x2 - x1, 2):.1f}" height="{_ROW - 8}" rx="4" '
-                   f'fill="{_colour(step.status)}"{stroke}><title>{escape(tip)}</title></rect>')
+        tip = (
+            f"{step.label}: {step.status}"
+            + (f" ({step.detail})" if step.detail else "")
+            + f", tasks {', '.join(step.tasks)}"
+        )
+        out.append(
+            f'<rect x="{x1:.1f}" y="{y + 3}" width="{max(x2 - x1, 2):.1f}" height="{_ROW - 8}" rx="4" '
+            f'fill="{_colour(step.status)}"{stroke}><title>{escape(tip)}</title></rect>'
+        )
         bars[step.step_id] = (x1, x2, y + _ROW / 2 - 1)
     for step in plan.steps:
         if step.step_id not in bars:
@@ -300,8 +325,10 @@ def _plan_timeline(plan: PlanView, now: float) -> str:
                 _, tx2, ty = bars[target]
                 critical = step.critical and target in plan.critical_path
                 colour = "#f2b705" if critical else "#57606a"
-                out.append(f'<path d="M{tx2:.1f},{ty:.1f} C{tx2 + 20:.1f},{ty:.1f} {x1 - 20:.1f},{y_mid:.1f} {x1:.1f},{y_mid:.1f}" '
-                           f'fill="none" stroke="{colour}" stroke-width="{2 if critical else 1.2}" marker-end="url(#arrow)"/>')
+                out.append(
+                    f'<path d="M{tx2:.1f},{ty:.1f} C{tx2 + 20:.1f},{ty:.1f} {x1 - 20:.1f},{y_mid:.1f} {x1:.1f},{y_mid:.1f}" '
+                    f'fill="none" stroke="{colour}" stroke-width="{2 if critical else 1.2}" marker-end="url(#arrow)"/>'
+                )
     out.append("</svg>")
     return "".join(out)
 
@@ -334,4 +361,3 @@ def render_plan_report(plan: PlanView, *, now: float, refresh: float | None = No
         + "".join(_group_section(view, now) for view in plan.groups.values())
     )
     return _page("plan", body, refresh=refresh if plan.running else None)
-

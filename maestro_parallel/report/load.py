@@ -62,9 +62,14 @@ def load_group_view(repo_root: str | os.PathLike[str], group_id: str) -> GroupVi
     if data:
         events, skipped = decode_journal(data)
         if skipped:
-            problems.append(f"{skipped} line{'s' * (skipped != 1)} of the journal could not be read and {'were' if skipped != 1 else 'was'} left out")
+            problems.append(
+                f"{skipped} line{'s' * (skipped != 1)} of the journal could not be read and "
+                f"{'were' if skipped != 1 else 'was'} left out"
+            )
         if not data.endswith(b"\n"):
-            problems.append("the last line of the journal is incomplete (being written, or its writer died) and was left out")
+            problems.append(
+                "the last line of the journal is incomplete (being written, or its writer died) and was left out"
+            )
     meta: GroupMetadata | None = None
     snapshot = folder / "metadata.json"
     try:

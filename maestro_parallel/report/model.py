@@ -46,7 +46,9 @@ def token_count(usage: object) -> int | None:
     """Total tokens of a ``usage`` object (every integer field whose name ends in ``tokens``)."""
     if not isinstance(usage, Mapping):
         return None
-    counts = [v for k, v in usage.items() if str(k).endswith("tokens") and isinstance(v, int) and not isinstance(v, bool)]
+    counts = [
+        v for k, v in usage.items() if str(k).endswith("tokens") and isinstance(v, int) and not isinstance(v, bool)
+    ]
     return sum(counts) if counts else None
 
 
@@ -264,8 +266,13 @@ def _merge_snapshot(view: GroupView, tasks: dict[str, TaskView], meta: GroupMeta
         if not t.attempts and (start := parse_time(result.get("started_at"))) is not None:
             status = str(result.get("status"))
             t.attempts.append(
-                Attempt(int(result.get("attempts") or 1), start, parse_time(result.get("completed_at")),
-                        status if status in _FINAL else "running", _text(result.get("error")))
+                Attempt(
+                    int(result.get("attempts") or 1),
+                    start,
+                    parse_time(result.get("completed_at")),
+                    status if status in _FINAL else "running",
+                    _text(result.get("error")),
+                )
             )
         if t.status in ("pending", "in_progress") and isinstance(result.get("status"), str):
             t.status = result["status"]
@@ -312,7 +319,9 @@ class PlanView:
         return self.status == "in_progress"
 
 
-def build_plan_view(document: Mapping[str, Any], groups: Mapping[str, GroupView], problems: Iterable[str] = ()) -> PlanView:
+def build_plan_view(
+    document: Mapping[str, Any], groups: Mapping[str, GroupView], problems: Iterable[str] = ()
+) -> PlanView:
     """A plan's report from its record (``plan.json``) and the views of its steps' groups."""
     raw_path = document.get("critical_path")
     path: Mapping[str, Any] = raw_path if isinstance(raw_path, Mapping) else {}

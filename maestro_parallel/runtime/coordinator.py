@@ -196,7 +196,7 @@ class AsyncParallelCoordinator:
                 sole = sole_exception(group)
                 if sole is None:
                     raise
-                raise sole  # an error in an on_event callback (or a bug) surfaces as itself
+                raise sole from None  # an error in an on_event callback (or a bug) surfaces as itself, unwrapped
             finally:
                 del self._runs[group_id]
 

@@ -152,7 +152,9 @@ def _open_dir_at(dir_fd: int, name: str, where: Path, *, create: bool) -> int:
             raise
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePathError(f"refusing to use {where}: {_not_a_folder(_lkind(dir_fd, name))}", path=where) from exc
+            raise UnsafePathError(
+                f"refusing to use {where}: {_not_a_folder(_lkind(dir_fd, name))}", path=where
+            ) from exc
         raise
     try:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
@@ -311,9 +313,7 @@ def iter_chunks(fd: int, *, start: int = 0, chunk: int = CHUNK, end: int | None 
         yield piece
 
 
-def read_limited(
-    root: str | os.PathLike[str], path: str | os.PathLike[str], max_bytes: int
-) -> bytes | None:
+def read_limited(root: str | os.PathLike[str], path: str | os.PathLike[str], max_bytes: int) -> bytes | None:
     """The bytes of the state file ``path`` below ``root``, or None when it does not exist.
 
     :raises UnsafePathError: as :func:`open_below`, or when the file is larger than ``max_bytes``.
