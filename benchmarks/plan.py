@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from maestro_parallel.graph import build_graph, critical_path  # noqa: E402
-from maestro_parallel.scheduler import StepOutcome, StepStatus, makespan, run_plan  # noqa: E402
+from maestro_parallel.runtime.scheduler import StepOutcome, StepStatus, makespan, run_plan  # noqa: E402
 from maestro_parallel.tasks import parse_tasks  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks/plan.py:begin -->", "<!-- benchmarks/plan.py:end -->"

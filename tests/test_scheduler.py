@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from maestro_parallel.graph import build_graph, critical_path
-from maestro_parallel.scheduler import (
+from maestro_parallel.runtime.scheduler import (
     PlanLimits,
     StepOutcome,
     StepReport,
