@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,8 +214,10 @@ def _add_exclude_lines(path: Path, lines: Sequence[str]) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = existing + ("" if not existing or existing.endswith("\n") else "\n")
     text += "\n".join(([_EXCLUDE_HEADER] if _EXCLUDE_HEADER not in present else []) + missing) + "\n"
-    temporary = path.with_name(f".{path.name}.maestro-tmp")
-    temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
+    # A temporary file of its own per writer: concurrent writers each replace the file whole.
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(text)
     os.replace(temporary, path)
     return True
 
@@ -390,7 +393,8 @@ async def create_worktree(
 
     An existing worktree at the task's path is reused when it is on the task's
     branch; anything else in the way is an error naming it.  Submodules are
-    initialised; ``include``'s files are copied in.
+    initialised; ``include``'s files are copied in.  Maestro's paths are
+    excluded first (:func:`ensure_excluded`), so the user's checkout stays clean.
 
     :raises WorktreeError: the path or the branch is in the way.
     :raises IncludeError: an include would be a symlink or land outside.
@@ -399,6 +403,7 @@ async def create_worktree(
     repo = state.repo_root
     branch = task_branch(group_id, task_id)
     path = task_worktree_path(repo, group_id, task_id)
+    await ensure_excluded(state)  # before anything appears under .flow/maestro/worktrees
     workspace = TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha)
     entry = next((e for e in await list_worktrees(repo) if _same_path(e.path, path)), None)
     if entry is not None and entry.prunable and not path.exists():
