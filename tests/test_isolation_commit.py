@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from isolation_support import commit_file, git, hermetic_git, make_repo, state_of  # noqa: F401
+
 from maestro_parallel.isolation.commit import commit_message, commit_task
 from maestro_parallel.isolation.errors import CommitError
 from maestro_parallel.isolation.workspace import TaskWorkspace, create_worktree, resolve_base
@@ -20,7 +20,15 @@ async def workspace_for(tmp_path: Path, task_id: str = "proj:auth.1") -> tuple[P
 
 
 async def commit(ws: TaskWorkspace, **kwargs: Any) -> Any:
-    return await commit_task(ws.path, task_id=ws.task_id, title="Add login\nform", group_id=ws.group_id, branch=ws.branch, base_sha=ws.base_sha, **kwargs)
+    return await commit_task(
+        ws.path,
+        task_id=ws.task_id,
+        title="Add login\nform",
+        group_id=ws.group_id,
+        branch=ws.branch,
+        base_sha=ws.base_sha,
+        **kwargs,
+    )
 
 
 def test_commit_message() -> None:
@@ -88,7 +96,7 @@ async def test_ignored_files_are_not_committed(tmp_path: Path) -> None:
     assert not result.committed and (ws.path / "cache.pyc").exists()
 
 
-async def test_fallback_identity_when_none_is_configured(tmp_path: Path, hermetic_git: Path) -> None:
+async def test_fallback_identity_when_none_is_configured(tmp_path: Path, hermetic_git: Path) -> None:  # noqa: F811
     _, ws = await workspace_for(tmp_path)
     hermetic_git.write_text("[init]\n\tdefaultBranch = main\n")
     (ws.path / "app.py").write_text("x = 4\n")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from isolation_support import git, hermetic_git, make_repo, pid_alive  # noqa: F401
+
 from maestro_parallel.errors import MaestroError
 from maestro_parallel.isolation.errors import GitError, GitTimeoutError, GitUnavailableError
 from maestro_parallel.isolation.git import (
@@ -80,7 +80,7 @@ async def test_git_variables_of_the_caller_are_ignored(tmp_path: Path, monkeypat
     assert listed.lines() == ["a.txt"]
 
 
-async def test_fallback_identity_only_when_none_is_configured(tmp_path: Path, hermetic_git: Path) -> None:
+async def test_fallback_identity_only_when_none_is_configured(tmp_path: Path, hermetic_git: Path) -> None:  # noqa: F811
     repo = make_repo(tmp_path / "r")
     assert await identity_environment(repo) == {}
     hermetic_git.write_text("[init]\n\tdefaultBranch = main\n")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-
 from isolation_support import commit_file, git, hermetic_git, make_repo, state_of  # noqa: F401
+
 from maestro_parallel.isolation.land import KeepWorktrees, LandStatus, clean, keep_worktree, kept_worktrees, land
 from maestro_parallel.isolation.queue import QueueItem, QueueResult, run_merge_queue
 from maestro_parallel.isolation.workspace import RepoState, create_worktree, resolve_base
@@ -56,7 +56,7 @@ async def test_a_dirty_checkout_blocks_with_the_exact_command(tmp_path: Path) ->
     assert git(repo, "rev-parse", "main") == result.target_sha
     assert (repo / "README.md").read_text() == "edited by the user\n"
     git(repo, "stash", "-q")
-    subprocess.run(blocked.command.split(), check=True, capture_output=True)
+    await anyio.run_process(blocked.command.split())
     assert git(repo, "rev-parse", "main") == result.tip
 
 
@@ -84,7 +84,9 @@ async def test_a_target_that_moved_asks_for_a_rebuild(tmp_path: Path) -> None:
     commit_file(repo, "late.py", "someone else\n")
     moved = await land(state, "g", target="main", built_on=result.target_sha)
     assert moved.status is LandStatus.TARGET_MOVED
-    rebuilt = await run_merge_queue(state, "g", [QueueItem("t-1", "maestro/g/t-1"), QueueItem("t-2", "maestro/g/t-2")], target="main")
+    rebuilt = await run_merge_queue(
+        state, "g", [QueueItem("t-1", "maestro/g/t-1"), QueueItem("t-2", "maestro/g/t-2")], target="main"
+    )
     landed = await land(state, "g", target="main", built_on=rebuilt.target_sha)
     assert landed.status is LandStatus.LANDED
     assert sorted(git(repo, "ls-files").splitlines()) == ["README.md", "a.py", "b.py", "late.py"]
@@ -106,7 +108,10 @@ async def test_land_never_leaves_the_work_on_the_integration_branch(tmp_path: Pa
     repo = make_repo(tmp_path / "r")
     state, result = await queued(repo)
     blocked = await land(state, "g", target="main", built_on=result.target_sha, allowed=False)
-    assert blocked.status is LandStatus.BLOCKED and blocked.reason == 'land = "never": the work waits on maestro/integrate/g'
+    assert (
+        blocked.status is LandStatus.BLOCKED
+        and blocked.reason == 'land = "never": the work waits on maestro/integrate/g'
+    )
     assert git(repo, "rev-parse", "main") == result.target_sha
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from isolation_support import commit_file, git, hermetic_git, make_repo, state_of  # noqa: F401
+
 from maestro_parallel.isolation.queue import (
     GateResult,
     MergeStrategy,
@@ -21,7 +21,9 @@ from maestro_parallel.isolation.queue import (
 from maestro_parallel.isolation.workspace import RepoState, create_worktree, resolve_base
 
 
-async def tasks_with(repo: Path, edits: dict[str, dict[str, str]], group: str = "g") -> tuple[RepoState, list[QueueItem]]:
+async def tasks_with(
+    repo: Path, edits: dict[str, dict[str, str]], group: str = "g"
+) -> tuple[RepoState, list[QueueItem]]:
     """One committed task branch per entry: task id -> files it writes."""
     state = await state_of(repo)
     sha = (await resolve_base(state)).sha
@@ -52,7 +54,12 @@ def test_merged_heads_reads_trailers() -> None:
 
 def test_merge_order_puts_predicted_clean_first() -> None:
     items = [QueueItem(t, f"b/{t}") for t in ("a", "b", "c", "d")]
-    assert [i.task_id for i in merge_order(items, {"a": False, "b": True, "c": False, "d": True})] == ["b", "d", "a", "c"]
+    assert [i.task_id for i in merge_order(items, {"a": False, "b": True, "c": False, "d": True})] == [
+        "b",
+        "d",
+        "a",
+        "c",
+    ]
 
 
 async def test_find_culprits_by_bisection() -> None:
@@ -79,7 +86,9 @@ async def test_find_culprits_blames_nobody_when_the_target_is_red() -> None:
 
 async def test_clean_branches_merge_one_commit_per_task(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r")
-    state, items = await tasks_with(repo, {"t-1": {"a.py": "a"}, "t:2": {"b.py": "b", "c.py": "c"}, "t-3": {"d.py": "d"}})
+    state, items = await tasks_with(
+        repo, {"t-1": {"a.py": "a"}, "t:2": {"b.py": "b", "c.py": "c"}, "t-3": {"d.py": "d"}}
+    )
     record = Recorder()
     result = await run_merge_queue(state, "g", items, target="main", on_event=record)
     assert result.integration_branch == "maestro/integrate/g"
@@ -115,7 +124,9 @@ async def test_a_conflict_fails_that_task_only_and_is_merged_last(tmp_path: Path
     conflict = result.outcomes["t-1"]
     assert conflict.verdict is Verdict.CONFLICT and conflict.files == ["shared.py"]
     assert conflict.error == "merge conflict in shared.py"
-    assert record.named("merge_conflict") == [{"event": "merge_conflict", "task_id": "t-1", "branch": "maestro/g/t-1", "files": ["shared.py"]}]
+    assert record.named("merge_conflict") == [
+        {"event": "merge_conflict", "task_id": "t-1", "branch": "maestro/g/t-1", "files": ["shared.py"]}
+    ]
     assert result.target_sha == git(repo, "rev-parse", "main")  # started from the target's current tip
     assert git(result.path, "status", "--porcelain") == ""  # the failed merge was aborted
     assert (result.path / "shared.py").read_text() == "moved on main\n"
@@ -133,7 +144,10 @@ async def test_running_the_queue_again_merges_nothing_twice(tmp_path: Path) -> N
     second = await run_merge_queue(state, "g", items, target="main", on_event=record)
     assert second.merged == ["t-1", "t-2"]
     assert [e["task_id"] for e in record.named("task_merged")] == ["t-2"]
-    assert git(repo, "log", "--merges", "--format=%s", "maestro/integrate/g").splitlines() == ["Merge t-2: title of t-2", "Merge t-1: title of t-1"]
+    assert git(repo, "log", "--merges", "--format=%s", "maestro/integrate/g").splitlines() == [
+        "Merge t-2: title of t-2",
+        "Merge t-1: title of t-1",
+    ]
     third = await run_merge_queue(state, "g", items, target="main", strategy="squash")
     assert third.tip == second.tip
 
@@ -183,7 +197,12 @@ async def test_a_red_gate_is_bisected_to_its_culprits_and_the_rest_rebuilt(tmp_p
         "t-1": Verdict.MERGED, "t-2": Verdict.CULPRIT, "t-3": Verdict.MERGED, "t-4": Verdict.MERGED, "t-5": Verdict.CULPRIT,
     }  # fmt: skip
     assert result.outcomes["t-2"].error == "test suite fails with this task merged"
-    assert sorted(git(repo, "ls-tree", "--name-only", "maestro/integrate/g").splitlines()) == ["README.md", "f1.py", "f3.py", "f4.py"]
+    assert sorted(git(repo, "ls-tree", "--name-only", "maestro/integrate/g").splitlines()) == [
+        "README.md",
+        "f1.py",
+        "f3.py",
+        "f4.py",
+    ]
     steps = record.named("bisect_step")
     assert steps and steps[-1] == {"event": "bisect_step", "tasks": ["t-1", "t-3", "t-4"], "passed": True}
     assert runs == 1 + len(steps)
@@ -200,7 +219,11 @@ async def test_a_target_that_is_red_by_itself_blames_nobody(tmp_path: Path) -> N
     result = await run_merge_queue(state, "g", items, target="main", run_tests=always_red)
     assert result.gate is GateResult.FAILED and result.gate_error == "the test suite fails on the target itself"
     assert result.merged == ["t-1", "t-2"]
-    assert sorted(git(repo, "ls-tree", "--name-only", "maestro/integrate/g").splitlines()) == ["README.md", "a.py", "b.py"]
+    assert sorted(git(repo, "ls-tree", "--name-only", "maestro/integrate/g").splitlines()) == [
+        "README.md",
+        "a.py",
+        "b.py",
+    ]
 
 
 @pytest.mark.parametrize("strategy", [MergeStrategy.MERGE, MergeStrategy.SQUASH])

@@ -24,7 +24,9 @@ from maestro_parallel.isolation.refs import (
 
 
 def valid_branch(name: str) -> bool:
-    return subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["git", "check-ref-format", "--branch", name], check=False, capture_output=True).returncode == 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 from isolation_support import commit_file, git, hermetic_git, make_repo, pid_alive, state_of  # noqa: F401
+
 from maestro_parallel.isolation.errors import IncludeError, ModeUnavailableError, SetupError, TargetError, WorktreeError
 from maestro_parallel.isolation.workspace import (
     ExistingBranch,
@@ -45,7 +45,9 @@ def test_decide_mode(requested: str, git_: Any, in_tree: bool, commit: bool, mod
 
 
 def test_worktree_mode_where_impossible_says_why() -> None:
-    with pytest.raises(ModeUnavailableError, match="worktree isolation is impossible: the repository has no commit yet"):
+    with pytest.raises(
+        ModeUnavailableError, match="worktree isolation is impossible: the repository has no commit yet"
+    ):
         decide_mode("worktree", git=(2, 39, 5), in_work_tree=True, has_commit=False)
 
 
@@ -97,7 +99,7 @@ async def test_worktrees_are_created_concurrently_and_leave_the_checkout_clean(t
     async def sink(event: Any) -> None:
         events.append(event)
 
-    ids = ["t-1", "proj:auth.1", "bd-a3f2.4", "t-4", "t-5"]
+    ids = ["t-1", "proj:auth.1", "bd-a3f2.4", *(f"t-{i}" for i in range(4, 16))]  # enough to race
     made = await create_worktrees(state, "g1", ids, base.sha, on_event=sink)
     assert list(made) == ids
     for task_id, workspace in made.items():
@@ -160,7 +162,9 @@ async def test_an_existing_branch_is_refused_reused_or_kept_aside(tmp_path: Path
 
 
 async def test_worktreeinclude_copies_ignored_files_only(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", {".gitignore": ".env\nbuild/\n*.log\n", ".worktreeinclude": ".env\nbuild/\nnotes.txt\n"})
+    repo = make_repo(
+        tmp_path / "r", {".gitignore": ".env\nbuild/\n*.log\n", ".worktreeinclude": ".env\nbuild/\nnotes.txt\n"}
+    )
     (repo / ".env").write_text("SECRET=1")
     (repo / "build").mkdir()
     (repo / "build" / "out.bin").write_text("bin")
@@ -233,7 +237,9 @@ async def test_setup_runs_in_the_worktree_with_its_output_in_the_log(tmp_path: P
     assert (workspace.cwd / "ready").read_text() == str(workspace.cwd)
     assert f"setup in {workspace.cwd}" in log.read_text()
     with pytest.raises(SetupError, match=r"setup failed: exit code 3 \(output in t-1.log\)"):
-        await run_setup(workspace, [sys.executable, "-c", "print('boom'); raise SystemExit(3)"], timeout=30, log_path=log)
+        await run_setup(
+            workspace, [sys.executable, "-c", "print('boom'); raise SystemExit(3)"], timeout=30, log_path=log
+        )
     assert "boom" in log.read_text()
     with pytest.raises(SetupError, match="setup failed: cannot run"):
         await run_setup(workspace, ["/no/such/tool"], timeout=30, log_path=log)
@@ -263,4 +269,18 @@ async def test_one_task_in_the_way_does_not_hold_back_the_others(tmp_path: Path)
     made = await create_worktrees(state, "g", ["t-1", "t-2", "t-3"], (await resolve_base(state)).sha, max_concurrent=2)
     assert isinstance(made["t-2"], WorktreeError)
     assert not isinstance(made["t-1"], Exception) and not isinstance(made["t-3"], Exception)
-    assert os.path.isdir(repo / ".flow/maestro/worktrees/g/t-3/.git") or (repo / ".flow/maestro/worktrees/g/t-3/.git").is_file()
+    assert (
+        os.path.isdir(repo / ".flow/maestro/worktrees/g/t-3/.git")
+        or (repo / ".flow/maestro/worktrees/g/t-3/.git").is_file()
+    )
+
+
+async def test_a_worktree_registered_but_never_checked_out_is_completed(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"app.py": "x = 1\n"})
+    state = await state_of(repo)
+    sha = (await resolve_base(state)).sha
+    path = repo / ".flow/maestro/worktrees/g/t-1"
+    git(repo, "worktree", "add", "-q", "--no-checkout", "-b", "maestro/g/t-1", str(path), sha)  # a crash here
+    workspace = await create_worktree(state, "g", "t-1", sha)
+    assert workspace.reused and (path / "app.py").read_text() == "x = 1\n"
+    assert git(path, "status", "--porcelain") == ""

@@ -29,7 +29,17 @@ from .errors import (
 )
 from .events import EventSink, IsolationEvent
 from .git import GitResult, identity_environment, require_git, run_git, scrub_git_variables
-from .land import CleanReport, KeepWorktrees, KeptWorktree, LandResult, LandStatus, clean, keep_worktree, kept_worktrees, land
+from .land import (
+    CleanReport,
+    KeepWorktrees,
+    KeptWorktree,
+    LandResult,
+    LandStatus,
+    clean,
+    keep_worktree,
+    kept_worktrees,
+    land,
+)
 from .queue import GateResult, MergeStrategy, QueueItem, QueueResult, RunTests, TaskOutcome, Verdict, run_merge_queue
 from .refs import decode_component, encode_component, integration_branch, parse_branch, task_branch
 from .workspace import (

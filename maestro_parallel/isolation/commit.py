@@ -84,6 +84,13 @@ async def commit_task(
     files = await changed_files(path, base_sha, head)
     await emit(
         on_event,
-        TaskCommitted(event="task_committed", task_id=task_id, branch=branch, head_sha=head, committed=committed, changed_files=files),
+        TaskCommitted(
+            event="task_committed",
+            task_id=task_id,
+            branch=branch,
+            head_sha=head,
+            committed=committed,
+            changed_files=files,
+        ),
     )
     return TaskCommit(task_id, branch, head, files, committed)

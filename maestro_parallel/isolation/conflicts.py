@@ -60,7 +60,9 @@ def normalize_path(path: str) -> str | None:
     return norm + "/" if folder else norm
 
 
-def footprint(task_id: str, relevant_files: Iterable[str], files: Iterable[str] = (), *, priority: int = 2) -> Footprint:
+def footprint(
+    task_id: str, relevant_files: Iterable[str], files: Iterable[str] = (), *, priority: int = 2
+) -> Footprint:
     """A task's footprint: its relevant files, then its metadata ``files``, normalized, without duplicates."""
     seen: dict[str, None] = {}
     for path in (*relevant_files, *files):
@@ -104,7 +106,9 @@ def predict_conflicts(footprints: Sequence[Footprint]) -> list[Overlap]:
     return [Overlap(files=sorted(files), tasks=list(tasks)) for tasks, files in entries]
 
 
-def serialize_order(footprints: Sequence[Footprint], conflicts: Sequence[Overlap] | None = None) -> dict[str, tuple[str, ...]]:
+def serialize_order(
+    footprints: Sequence[Footprint], conflicts: Sequence[Overlap] | None = None
+) -> dict[str, tuple[str, ...]]:
     """For each task, the earlier tasks it must wait for under ``serialize`` (empty: launch at once).
 
     Earlier means a lower ``priority`` number, then input order.  ``conflicts``

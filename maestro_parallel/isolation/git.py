@@ -120,13 +120,17 @@ async def run_git(
         argv += ["-c", f"{key}={value}"]
     argv += args
     try:
-        done = await run_process(argv, cwd=os.fspath(path) if Path(path).is_dir() else ".", env=git_environment(env), timeout=timeout)
+        done = await run_process(
+            argv, cwd=os.fspath(path) if Path(path).is_dir() else ".", env=git_environment(env), timeout=timeout
+        )
     except FileNotFoundError as exc:
         raise GitUnavailableError("git is not installed (not found on PATH)") from exc
     stderr = _decode(done.stderr)
     if done.timed_out:
         raise GitTimeoutError(argv, timeout, stderr)
-    result = GitResult(tuple(argv), done.returncode if done.returncode is not None else -1, _decode(done.stdout), stderr)
+    result = GitResult(
+        tuple(argv), done.returncode if done.returncode is not None else -1, _decode(done.stdout), stderr
+    )
     if check and not result.ok:
         raise GitError(argv, done.returncode, stderr)
     return result
@@ -168,7 +172,9 @@ async def require_git(minimum: tuple[int, int] = MIN_GIT_VERSION) -> tuple[int, 
     """
     version = await git_version()
     if version[:2] < minimum:
-        raise GitUnavailableError(f"git {_format(version)} is too old: worktree isolation needs git ≥ {_format(minimum)}")
+        raise GitUnavailableError(
+            f"git {_format(version)} is too old: worktree isolation needs git ≥ {_format(minimum)}"
+        )
     return version
 
 

@@ -94,7 +94,9 @@ async def land(
     repo = state.repo_root
     branch = integration_branch(group_id)
     tip = (await run_git(repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", timeout=30)).stdout.strip()
-    current = (await run_git(repo, "rev-parse", "--verify", f"refs/heads/{target}^{{commit}}", timeout=30)).stdout.strip()
+    current = (
+        await run_git(repo, "rev-parse", "--verify", f"refs/heads/{target}^{{commit}}", timeout=30)
+    ).stdout.strip()
     checkouts = [e.path for e in await list_worktrees(repo) if e.branch == target]
     user_checkout = state.toplevel
     command = _ff_command(checkouts[0] if checkouts else user_checkout, branch)
@@ -103,11 +105,24 @@ async def land(
     if not (await run_git(repo, "merge-base", "--is-ancestor", current, tip, check=False, timeout=60)).ok:
         if current != built_on:
             return LandResult(LandStatus.TARGET_MOVED, target, current, reason=f"{target} moved during the run")
-        return LandResult(LandStatus.BLOCKED, target, current, reason=f"{branch} does not contain {target}", command=None)
+        return LandResult(
+            LandStatus.BLOCKED, target, current, reason=f"{branch} does not contain {target}", command=None
+        )
     if not allowed:
-        return LandResult(LandStatus.BLOCKED, target, current, reason=f'land = "never": the work waits on {branch}', command=command)
+        return LandResult(
+            LandStatus.BLOCKED, target, current, reason=f'land = "never": the work waits on {branch}', command=command
+        )
     if not checkouts:
-        await run_git(repo, "update-ref", "-m", f"maestro-parallel: land {group_id}", f"refs/heads/{target}", tip, current, timeout=60)
+        await run_git(
+            repo,
+            "update-ref",
+            "-m",
+            f"maestro-parallel: land {group_id}",
+            f"refs/heads/{target}",
+            tip,
+            current,
+            timeout=60,
+        )
         method = "update-ref"
     elif any(os.path.realpath(p) == os.path.realpath(user_checkout) for p in checkouts):
         dirty = await run_git(user_checkout, "status", "--porcelain", "--untracked-files=no", "-z", timeout=300)
@@ -123,7 +138,13 @@ async def land(
         method = "ff-only"
     else:
         where = ", ".join(str(p) for p in checkouts)
-        return LandResult(LandStatus.BLOCKED, target, current, reason=f"{target} is checked out in another worktree ({where})", command=command)
+        return LandResult(
+            LandStatus.BLOCKED,
+            target,
+            current,
+            reason=f"{target} is checked out in another worktree ({where})",
+            command=command,
+        )
     await emit(on_event, Landed(event="landed", target=target, sha=tip, method=method))
     return LandResult(LandStatus.LANDED, target, tip, method)
 
@@ -164,7 +185,9 @@ async def kept_worktrees(repo_root: Path, group_id: str | None = None) -> list[K
         group, name = Path(real).parent.name, Path(real).name
         if group_id is not None and group != group_id:
             continue
-        found.append(KeptWorktree(group, None if name == INTEGRATION_DIR else name, entry.path, entry.branch, entry.head))
+        found.append(
+            KeptWorktree(group, None if name == INTEGRATION_DIR else name, entry.path, entry.branch, entry.head)
+        )
     return found
 
 
@@ -178,7 +201,14 @@ async def remove_worktree(repo_root: Path, path: Path, *, force: bool = False) -
 async def _unique_commits(repo_root: Path, branch: str) -> int:
     """How many commits of ``branch`` are on no other branch."""
     result = await run_git(
-        repo_root, "rev-list", "--count", f"refs/heads/{branch}", "--not", f"--exclude={branch}", "--branches", timeout=120
+        repo_root,
+        "rev-list",
+        "--count",
+        f"refs/heads/{branch}",
+        "--not",
+        f"--exclude={branch}",
+        "--branches",
+        timeout=120,
     )
     return int(result.stdout.strip() or 0)
 
@@ -215,7 +245,9 @@ async def clean(repo_root: Path, group_id: str | None = None, *, force: bool = F
         else:
             report.kept.append(f"{kept.path} has uncommitted changes (use --force to remove it)")
     await run_git(repo_root, "worktree", "prune", timeout=60)
-    refs = await run_git(repo_root, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}/", timeout=60)
+    refs = await run_git(
+        repo_root, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}/", timeout=60
+    )
     branches = []
     for name in refs.lines():
         parsed = parse_branch(name)

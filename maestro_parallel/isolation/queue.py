@@ -25,7 +25,7 @@ from .errors import GitError, IsolationError
 from .events import BisectStep, EventSink, MergeConflict, TaskMerged, emit
 from .git import identity_environment, run_git
 from .refs import integration_branch, integration_worktree_path
-from .workspace import IncludePlan, RepoState, _copy_includes, list_worktrees
+from .workspace import IncludePlan, RepoState, _admin_git, _copy_includes, list_worktrees
 
 __all__ = (
     "GateResult",
@@ -122,7 +122,9 @@ def merged_heads(log_text: str) -> dict[str, str]:
 
 def merge_order(items: Sequence[QueueItem], predicted_clean: Mapping[str, bool]) -> list[QueueItem]:
     """Predicted-clean items first, then the others, each in input order (pure)."""
-    return [i for i in items if predicted_clean.get(i.task_id, True)] + [i for i in items if not predicted_clean.get(i.task_id, True)]
+    return [i for i in items if predicted_clean.get(i.task_id, True)] + [
+        i for i in items if not predicted_clean.get(i.task_id, True)
+    ]
 
 
 def _message(item: QueueItem, group_id: str, head: str, strategy: MergeStrategy) -> str:
@@ -144,7 +146,9 @@ async def _clean_state(path: Path) -> None:
     await run_git(path, "clean", "-fdq", timeout=600)
 
 
-async def open_integration(state: RepoState, group_id: str, target_sha: str, *, include: IncludePlan | None = None) -> Path:
+async def open_integration(
+    state: RepoState, group_id: str, target_sha: str, *, include: IncludePlan | None = None
+) -> Path:
     """The integration worktree on ``maestro/integrate/<group>``, containing ``target_sha``, clean.
 
     An existing one is kept (a resumed queue finds its merges there) unless the
@@ -153,15 +157,28 @@ async def open_integration(state: RepoState, group_id: str, target_sha: str, *, 
     repo = state.repo_root
     branch = integration_branch(group_id)
     path = integration_worktree_path(repo, group_id)
-    entry = next((e for e in await list_worktrees(repo) if e.path.exists() and e.path.samefile(path)), None) if path.exists() else None
+    entry = (
+        next((e for e in await list_worktrees(repo) if e.path.exists() and e.path.samefile(path)), None)
+        if path.exists()
+        else None
+    )
     if entry is None:
-        if path.exists():
-            await run_git(repo, "worktree", "prune", timeout=60)
+        await _admin_git(repo, "worktree", "prune")  # a registration whose folder was deleted is in the way
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        exists = (await run_git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False, timeout=30)).ok
-        await run_git(repo, "worktree", "add", "--quiet", *([str(path), branch] if exists else ["-b", branch, str(path), target_sha]))
+        exists = (
+            await run_git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False, timeout=30)
+        ).ok
+        await _admin_git(
+            repo,
+            "worktree",
+            "add",
+            "--quiet",
+            *([str(path), branch] if exists else ["-b", branch, str(path), target_sha]),
+        )
     elif entry.branch != branch:
-        raise IsolationError(f"{path} is a worktree on {entry.branch or 'a detached HEAD'}, not on {branch}: run clean --group-id {group_id}")
+        raise IsolationError(
+            f"{path} is a worktree on {entry.branch or 'a detached HEAD'}, not on {branch}: run clean --group-id {group_id}"
+        )
     await _clean_state(path)
     contains = await run_git(path, "merge-base", "--is-ancestor", target_sha, "HEAD", check=False, timeout=60)
     if not contains.ok:
@@ -175,7 +192,9 @@ async def open_integration(state: RepoState, group_id: str, target_sha: str, *, 
     return path
 
 
-async def _merge_one(path: Path, item: QueueItem, group_id: str, strategy: MergeStrategy, env: Mapping[str, str]) -> list[str] | None:
+async def _merge_one(
+    path: Path, item: QueueItem, group_id: str, strategy: MergeStrategy, env: Mapping[str, str]
+) -> list[str] | None:
     """Merge ``item`` into the worktree at ``path``; None when merged, else the conflicting files."""
     head = await _head(path, f"refs/heads/{item.branch}")
     message = _message(item, group_id, head, strategy)
@@ -206,13 +225,25 @@ async def _is_merged(path: Path, item: QueueItem, merged: Mapping[str, str]) -> 
 
 
 async def _predict_clean(path: Path, branch: str) -> bool:
-    result = await run_git(path, "merge-tree", "--write-tree", "--name-only", "--no-messages", "HEAD", f"refs/heads/{branch}", check=False, timeout=600)
+    result = await run_git(
+        path,
+        "merge-tree",
+        "--write-tree",
+        "--name-only",
+        "--no-messages",
+        "HEAD",
+        f"refs/heads/{branch}",
+        check=False,
+        timeout=600,
+    )
     if result.returncode not in (0, 1):
         raise GitError(result.argv, result.returncode, result.stderr)
     return result.returncode == 0
 
 
-async def find_culprits(items: Sequence[QueueItem], probe: Callable[[list[QueueItem]], Awaitable[bool]]) -> tuple[list[QueueItem], bool]:
+async def find_culprits(
+    items: Sequence[QueueItem], probe: Callable[[list[QueueItem]], Awaitable[bool]]
+) -> tuple[list[QueueItem], bool]:
     """Bisect ``items`` (all merged: red) to the ones that turn the gate red.
 
     ``probe(subset)`` rebuilds from the target's tip with ``subset`` merged and
@@ -279,11 +310,22 @@ async def run_merge_queue(
         files = await _merge_one(path, item, group_id, strategy, env)
         if files is None:
             outcomes[item.task_id] = TaskOutcome(item.task_id, Verdict.MERGED, item.branch)
-            await emit(on_event, TaskMerged(event="task_merged", task_id=item.task_id, branch=item.branch, sha=await _head(path), strategy=strategy.value))
+            await emit(
+                on_event,
+                TaskMerged(
+                    event="task_merged",
+                    task_id=item.task_id,
+                    branch=item.branch,
+                    sha=await _head(path),
+                    strategy=strategy.value,
+                ),
+            )
         else:
             error = f"merge conflict in {', '.join(files)}"
             outcomes[item.task_id] = TaskOutcome(item.task_id, Verdict.CONFLICT, item.branch, files, error)
-            await emit(on_event, MergeConflict(event="merge_conflict", task_id=item.task_id, branch=item.branch, files=files))
+            await emit(
+                on_event, MergeConflict(event="merge_conflict", task_id=item.task_id, branch=item.branch, files=files)
+            )
     merged = [item for item in items if outcomes[item.task_id].verdict is Verdict.MERGED]
     gate, gate_error = GateResult.NOT_RUN, None
     if merged and run_tests is not None:
@@ -307,14 +349,18 @@ async def run_merge_queue(
 
             culprits, green = await find_culprits(merged, probe)
             for culprit in culprits:
-                outcomes[culprit.task_id] = TaskOutcome(culprit.task_id, Verdict.CULPRIT, culprit.branch, error="test suite fails with this task merged")
+                outcomes[culprit.task_id] = TaskOutcome(
+                    culprit.task_id, Verdict.CULPRIT, culprit.branch, error="test suite fails with this task merged"
+                )
             gate = GateResult.PASSED if green else GateResult.FAILED
             if not green:  # leave the tip holding exactly what the outcomes call merged
                 await run_git(path, "reset", "--hard", "-q", target_sha, timeout=600)
                 for member in merged:
                     if member not in culprits:
                         await _merge_one(path, member, group_id, strategy, env)
-                gate_error = "the test suite fails on the target itself" if not culprits else "the test suite still fails"
+                gate_error = (
+                    "the test suite fails on the target itself" if not culprits else "the test suite still fails"
+                )
     elif merged:
         gate = GateResult.NO_SUITE
     ordered = {item.task_id: outcomes[item.task_id] for item in items}

@@ -37,8 +37,8 @@ __all__ = (
     "BRANCH_PREFIX",
     "INTEGRATION_DIR",
     "RESERVED_GROUP_IDS",
-    "TaskBranch",
     "WORKTREES_DIR",
+    "TaskBranch",
     "attempt_branch",
     "check_group_id",
     "decode_component",
@@ -75,11 +75,15 @@ def encode_component(text: str) -> str:
     out: list[str] = []
     lock_dot = len(text) - 5 if text.endswith(".lock") else -1
     for index, char in enumerate(text):
-        if char in _ALWAYS_ESCAPED or ord(char) < 0x20:
-            out.append(_escape(char))
-        elif char == "{" and index > 0 and text[index - 1] == "@":
-            out.append(_escape(char))
-        elif char == "." and (index == 0 or text[index - 1] == "." or index == len(text) - 1 or index == lock_dot):
+        if (
+            char in _ALWAYS_ESCAPED
+            or ord(char) < 0x20
+            or char == "{"
+            and index > 0
+            and text[index - 1] == "@"
+            or char == "."
+            and (index == 0 or text[index - 1] == "." or index == len(text) - 1 or index == lock_dot)
+        ):
             out.append(_escape(char))
         else:
             out.append(char)

@@ -33,8 +33,8 @@ from .errors import (
     WorktreeError,
 )
 from .events import EventSink, WorktreeCreated, emit
-from .git import MIN_GIT_VERSION, git_version, run_git, scrub_git_variables
-from .refs import attempt_branch, task_branch, task_worktree_path, worktrees_dir
+from .git import MIN_GIT_VERSION, GitResult, git_version, run_git, scrub_git_variables
+from .refs import attempt_branch, task_branch, task_worktree_path
 
 __all__ = (
     "EXCLUDE_ENTRIES",
@@ -129,7 +129,9 @@ def decide_mode(
 async def inspect_repo(repo_root: Path) -> RepoState | None:
     """Read where ``repo_root`` sits in git; None when it is not inside a git work tree."""
     repo_root = Path(repo_root).absolute()
-    top = await run_git(repo_root, "rev-parse", "--show-toplevel", "--show-prefix", "--git-common-dir", check=False, timeout=30)
+    top = await run_git(
+        repo_root, "rev-parse", "--show-toplevel", "--show-prefix", "--git-common-dir", check=False, timeout=30
+    )
     lines = top.stdout.splitlines()
     if not top.ok or len(lines) < 3 or not lines[0]:
         return None
@@ -146,7 +148,9 @@ async def inspect_repo(repo_root: Path) -> RepoState | None:
     )
 
 
-async def resolve_mode(repo_root: Path, requested: IsolationMode | str = IsolationMode.AUTO) -> tuple[ModeDecision, RepoState | None]:
+async def resolve_mode(
+    repo_root: Path, requested: IsolationMode | str = IsolationMode.AUTO
+) -> tuple[ModeDecision, RepoState | None]:
     """Decide the mode for ``repo_root`` (DESIGN §12: auto is worktree in a git work tree with a commit, git ≥ 2.38).
 
     :raises ModeUnavailableError: ``worktree`` was asked for and is impossible, naming why.
@@ -184,7 +188,7 @@ async def resolve_base(state: RepoState, target: str = "") -> TargetBase:
     name = target.removeprefix("refs/heads/")
     if not name:
         if state.head_sha is None:
-            raise TargetError("the repository has no commit yet: make a first commit, or use mode = \"shared\"")
+            raise TargetError('the repository has no commit yet: make a first commit, or use mode = "shared"')
         if state.branch is None:
             raise TargetError(
                 f"HEAD is detached at {state.head_sha[:12]}: check out a branch, or set [isolation] target "
@@ -194,7 +198,9 @@ async def resolve_base(state: RepoState, target: str = "") -> TargetBase:
     check = await run_git(state.repo_root, "check-ref-format", "--branch", name, check=False, timeout=30)
     if not check.ok:
         raise TargetError(f"target {name!r} is not a valid branch name")
-    found = await run_git(state.repo_root, "rev-parse", "-q", "--verify", f"refs/heads/{name}^{{commit}}", check=False, timeout=30)
+    found = await run_git(
+        state.repo_root, "rev-parse", "-q", "--verify", f"refs/heads/{name}^{{commit}}", check=False, timeout=30
+    )
     if not found.ok:
         raise TargetError(f"target branch {name!r} does not exist in {state.toplevel}")
     return TargetBase(name, found.stdout.strip())
@@ -244,7 +250,7 @@ class WorktreeEntry:
 
 async def list_worktrees(path: Path) -> list[WorktreeEntry]:
     """Every worktree of the repository at ``path`` (the main one first)."""
-    result = await run_git(path, "worktree", "list", "--porcelain", "-z", timeout=60)
+    result = await _admin_git(path, "worktree", "list", "--porcelain", "-z")
     entries: list[WorktreeEntry] = []
     current: dict[str, str] = {}
     for field_ in [*result.stdout.split("\0"), ""]:
@@ -316,7 +322,9 @@ async def plan_includes(state: RepoState) -> IncludePlan:
     listed = await run_git(
         state.repo_root, "ls-files", "-z", "--others", "--ignored", f"--exclude-from={include}", "--", ".", not_ours
     )
-    ignored = await run_git(state.repo_root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", ".", not_ours)
+    ignored = await run_git(
+        state.repo_root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", ".", not_ours
+    )
     ignored_set = set(ignored.zsplit())
     files = tuple(path for path in listed.zsplit() if path in ignored_set)
     _check_candidates(state.repo_root, state.toplevel, files)
@@ -379,6 +387,85 @@ async def _keep_aside(repo: Path, group_id: str, task_id: str, branch: str) -> s
     return kept
 
 
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+async def _admin_git(repo: Path, *args: str) -> GitResult:
+    """A worktree-admin git call, retried a few times on the race of a concurrent ``worktree add``.
+
+    Another process (a second group) may be halfway through creating its
+    worktree's admin folder; git then reports ``failed to read .git/worktrees/...``.
+    """
+    for attempt in range(1, 6):
+        try:
+            return await run_git(repo, *args)
+        except GitError as exc:
+            if attempt == 5 or "failed to read" not in exc.stderr:
+                raise
+            await anyio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+async def _register(
+    state: RepoState,
+    group_id: str,
+    task_id: str,
+    branch: str,
+    path: Path,
+    base_sha: str,
+    existing_branch: ExistingBranch,
+) -> TaskWorkspace:
+    """Register the task's worktree with git without checking files out (or find it registered)."""
+    repo = state.repo_root
+    entry = next((e for e in await list_worktrees(repo) if _same_path(e.path, path)), None)
+    if entry is not None and entry.prunable and not path.exists():
+        await _admin_git(repo, "worktree", "prune")
+        entry = None
+    if entry is not None:
+        if entry.branch != branch:
+            on = f"branch {entry.branch}" if entry.branch else f"a detached HEAD ({(entry.head or '')[:12]})"
+            raise WorktreeError(
+                f"{path} is already a worktree on {on}, not on {branch}: run clean --group-id {group_id}"
+            )
+        return TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha, reused=True)
+    if path.exists() and (not path.is_dir() or path.is_symlink() or any(path.iterdir())):
+        raise WorktreeError(f"{path} already exists and is not a worktree of this repository: move it away")
+    kept = None
+    args = ["worktree", "add", "--quiet", "--no-checkout"]
+    if await _branch_exists(repo, branch):
+        if existing_branch is ExistingBranch.ERROR:
+            raise WorktreeError(f"branch {branch} already exists without a worktree: run clean --group-id {group_id}")
+        if existing_branch is ExistingBranch.KEEP_ASIDE:
+            kept = await _keep_aside(repo, group_id, task_id, branch)
+            args += ["-b", branch, str(path), base_sha]
+        else:
+            args += [str(path), branch]
+    else:
+        args += ["-b", branch, str(path), base_sha]
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    await _admin_git(repo, *args)
+    return TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha, kept_branch=kept)
+
+
+async def _populate(path: Path) -> None:
+    """Check the files out into a worktree registered with ``--no-checkout`` (it has no index yet).
+
+    A reused worktree that already has its index is left as it is: it may
+    hold an interrupted attempt's work.
+    """
+    index = (await run_git(path, "rev-parse", "--path-format=absolute", "--git-path", "index", timeout=30)).stdout.strip()
+    if not Path(index).exists():
+        await run_git(path, "reset", "--hard", "--quiet")
+
+
 async def create_worktree(
     state: RepoState,
     group_id: str,
@@ -388,6 +475,7 @@ async def create_worktree(
     include: IncludePlan | None = None,
     existing_branch: ExistingBranch = ExistingBranch.ERROR,
     on_event: EventSink | None = None,
+    admin_lock: anyio.Lock | None = None,
 ) -> TaskWorkspace:
     """Create (or reuse) the worktree of one task on ``maestro/<group>/<task>`` from ``base_sha``.
 
@@ -395,6 +483,11 @@ async def create_worktree(
     branch; anything else in the way is an error naming it.  Submodules are
     initialised; ``include``'s files are copied in.  Maestro's paths are
     excluded first (:func:`ensure_excluded`), so the user's checkout stays clean.
+
+    Concurrent callers share one ``admin_lock``: ``git worktree add`` reads
+    every other worktree's admin folder, and one half-written by a concurrent
+    add makes it fail.  Only the registration (``--no-checkout``, milliseconds)
+    holds the lock; the checkout itself runs outside it.
 
     :raises WorktreeError: the path or the branch is in the way.
     :raises IncludeError: an include would be a symlink or land outside.
@@ -404,34 +497,9 @@ async def create_worktree(
     branch = task_branch(group_id, task_id)
     path = task_worktree_path(repo, group_id, task_id)
     await ensure_excluded(state)  # before anything appears under .flow/maestro/worktrees
-    workspace = TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha)
-    entry = next((e for e in await list_worktrees(repo) if _same_path(e.path, path)), None)
-    if entry is not None and entry.prunable and not path.exists():
-        await run_git(repo, "worktree", "prune", timeout=60)
-        entry = None
-    if entry is not None:
-        if entry.branch != branch:
-            on = f"branch {entry.branch}" if entry.branch else f"a detached HEAD ({(entry.head or '')[:12]})"
-            raise WorktreeError(f"{path} is already a worktree on {on}, not on {branch}: run clean --group-id {group_id}")
-        workspace = TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha, reused=True)
-    else:
-        if path.exists() and (not path.is_dir() or path.is_symlink() or any(path.iterdir())):
-            raise WorktreeError(f"{path} already exists and is not a worktree of this repository: move it away")
-        kept = None
-        args = ["worktree", "add", "--quiet"]
-        if await _branch_exists(repo, branch):
-            if existing_branch is ExistingBranch.ERROR:
-                raise WorktreeError(f"branch {branch} already exists without a worktree: run clean --group-id {group_id}")
-            if existing_branch is ExistingBranch.KEEP_ASIDE:
-                kept = await _keep_aside(repo, group_id, task_id, branch)
-                args += ["-b", branch, str(path), base_sha]
-            else:
-                args += [str(path), branch]
-        else:
-            args += ["-b", branch, str(path), base_sha]
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await run_git(repo, *args)
-        workspace = TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha, kept_branch=kept)
+    async with admin_lock if admin_lock is not None else _NO_LOCK:
+        workspace = await _register(state, group_id, task_id, branch, path, base_sha, existing_branch)
+    await _populate(path)
     if (path / ".gitmodules").is_file():
         await run_git(path, "submodule", "update", "--init", "--recursive", "--quiet")
     if include is not None and include.files:
@@ -439,7 +507,12 @@ async def create_worktree(
     await emit(
         on_event,
         WorktreeCreated(
-            event="worktree_created", task_id=task_id, branch=branch, path=str(path), base_sha=base_sha, reused=workspace.reused
+            event="worktree_created",
+            task_id=task_id,
+            branch=branch,
+            path=str(path),
+            base_sha=base_sha,
+            reused=workspace.reused,
         ),
     )
     return workspace
@@ -468,13 +541,21 @@ async def create_worktrees(
     """
     limit = max_concurrent if max_concurrent > 0 else max(4, 2 * (os.cpu_count() or 2))
     limiter = anyio.CapacityLimiter(limit)
+    admin_lock = anyio.Lock()
     results = _Results({task_id: IsolationError("not created") for task_id in task_ids})
 
     async def one(task_id: str) -> None:
         async with limiter:
             try:
                 results.items[task_id] = await create_worktree(
-                    state, group_id, task_id, base_sha, include=include, existing_branch=existing_branch, on_event=on_event
+                    state,
+                    group_id,
+                    task_id,
+                    base_sha,
+                    include=include,
+                    existing_branch=existing_branch,
+                    on_event=on_event,
+                    admin_lock=admin_lock,
                 )
             except IsolationError as exc:
                 results.items[task_id] = exc
@@ -504,8 +585,12 @@ async def run_setup(
     try:
         done = await run_process(argv, cwd=workspace.cwd, env=base, timeout=timeout, log_path=log_path)
     except OSError as exc:
-        raise SetupError(f"setup failed: cannot run {argv[0]!r}: {exc.strerror or exc}", log_path=str(log_path)) from exc
+        raise SetupError(
+            f"setup failed: cannot run {argv[0]!r}: {exc.strerror or exc}", log_path=str(log_path)
+        ) from exc
     if done.timed_out:
         raise SetupError(f"setup failed: timed out after {timeout:g} s", log_path=str(log_path))
     if done.returncode != 0:
-        raise SetupError(f"setup failed: exit code {done.returncode} (output in {log_path.name})", log_path=str(log_path))
+        raise SetupError(
+            f"setup failed: exit code {done.returncode} (output in {log_path.name})", log_path=str(log_path)
+        )
