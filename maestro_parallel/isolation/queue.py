@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio.to_thread
+
 from .commit import NO_HOOKS
 from .errors import GitError, IsolationError
 from .events import BisectStep, EventSink, MergeConflict, TaskMerged, emit
@@ -186,8 +188,6 @@ async def open_integration(
     if (path / ".gitmodules").is_file():
         await run_git(path, "submodule", "update", "--init", "--recursive", "--quiet")
     if include is not None and include.files:
-        import anyio.to_thread
-
         await anyio.to_thread.run_sync(_copy_includes, include, path / state.prefix)
     return path
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -318,7 +318,7 @@ async def plan_includes(state: RepoState) -> IncludePlan:
             raise IncludeError(".worktreeinclude is a symbolic link: refusing to read it")
         return IncludePlan(state.repo_root)
     _check_patterns(include.read_text(encoding="utf-8", errors="replace"))
-    not_ours = f":(exclude){WORKTREES_GLOB}"
+    not_ours = ":(exclude).flow/maestro"  # maestro's own worktrees and state are never copied
     listed = await run_git(
         state.repo_root, "ls-files", "-z", "--others", "--ignored", f"--exclude-from={include}", "--", ".", not_ours
     )
@@ -329,9 +329,6 @@ async def plan_includes(state: RepoState) -> IncludePlan:
     files = tuple(path for path in listed.zsplit() if path in ignored_set)
     _check_candidates(state.repo_root, state.toplevel, files)
     return IncludePlan(state.repo_root, files)
-
-
-WORKTREES_GLOB = ".flow/maestro"
 
 
 def _copy_includes(plan: IncludePlan, destination: Path) -> int:
@@ -461,7 +458,9 @@ async def _populate(path: Path) -> None:
     A reused worktree that already has its index is left as it is: it may
     hold an interrupted attempt's work.
     """
-    index = (await run_git(path, "rev-parse", "--path-format=absolute", "--git-path", "index", timeout=30)).stdout.strip()
+    index = (
+        await run_git(path, "rev-parse", "--path-format=absolute", "--git-path", "index", timeout=30)
+    ).stdout.strip()
     if not Path(index).exists():
         await run_git(path, "reset", "--hard", "--quiet")
 
@@ -518,11 +517,6 @@ async def create_worktree(
     return workspace
 
 
-@dataclass
-class _Results:
-    items: dict[str, TaskWorkspace | IsolationError] = field(default_factory=dict)
-
-
 async def create_worktrees(
     state: RepoState,
     group_id: str,
@@ -542,12 +536,14 @@ async def create_worktrees(
     limit = max_concurrent if max_concurrent > 0 else max(4, 2 * (os.cpu_count() or 2))
     limiter = anyio.CapacityLimiter(limit)
     admin_lock = anyio.Lock()
-    results = _Results({task_id: IsolationError("not created") for task_id in task_ids})
+    results: dict[str, TaskWorkspace | IsolationError] = {
+        task_id: IsolationError("not created") for task_id in task_ids
+    }
 
     async def one(task_id: str) -> None:
         async with limiter:
             try:
-                results.items[task_id] = await create_worktree(
+                results[task_id] = await create_worktree(
                     state,
                     group_id,
                     task_id,
@@ -558,12 +554,12 @@ async def create_worktrees(
                     admin_lock=admin_lock,
                 )
             except IsolationError as exc:
-                results.items[task_id] = exc
+                results[task_id] = exc
 
     async with anyio.create_task_group() as tg:
         for task_id in task_ids:
             tg.start_soon(one, task_id)
-    return results.items
+    return results
 
 
 async def run_setup(
