@@ -4,7 +4,8 @@ In one run, on one freshly built repository of ``--files`` files:
 
 - **setup**: ``--tasks`` task worktrees made by ``create_worktrees`` (concurrent,
   bounded) against a bare sequential loop of ``git worktree add``; each side is
-  timed ``--rounds`` times, alternating, and the best time of each is kept.  The
+  timed ``--rounds`` times, alternating which goes first, after ``sync`` so that
+  neither pays for the other's writeback, and the best time of each is kept.  The
   ratio maestro / loop is the figure of merit (target ≤ 1.3).
 - **disk**: what one worktree costs: its files (``du``) and its admin folder
   (index, HEAD) under ``.git/worktrees``.
@@ -114,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--tasks", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="maestro-bench-wt-") as tmp:
@@ -131,11 +132,18 @@ def main() -> None:
         maestro_times: list[float] = []
         workspaces: dict[str, TaskWorkspace] = {}
         for round_ in range(args.rounds):
-            loop_times.append(bare_loop(repo, args.tasks, sha))
-            elapsed, workspaces = anyio.run(maestro_setup, repo, args.tasks, "bench")
-            maestro_times.append(elapsed)
-            if round_ < args.rounds - 1:
-                anyio.run(lambda: clean(repo, "bench", force=True))
+            # Alternate which side goes first, and flush the previous side's writes (and the
+            # deletions of its cleanup) before timing: neither side pays for the other's disk work.
+            for side in ("loop", "maestro") if round_ % 2 == 0 else ("maestro", "loop"):
+                os.sync()
+                if side == "loop":
+                    loop_times.append(bare_loop(repo, args.tasks, sha))
+                    continue
+                if workspaces:
+                    anyio.run(lambda: clean(repo, "bench", force=True))
+                    os.sync()
+                elapsed, workspaces = anyio.run(maestro_setup, repo, args.tasks, "bench")
+                maestro_times.append(elapsed)
         one = next(iter(workspaces.values()))
         admin = Path(git(one.path, "rev-parse", "--absolute-git-dir"))
         disk_files, disk_admin = du_kib(one.path), du_kib(admin)

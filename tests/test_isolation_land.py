@@ -9,7 +9,15 @@ import anyio
 import pytest
 from isolation_support import commit_file, git, hermetic_git, make_repo, state_of  # noqa: F401
 
-from maestro_parallel.isolation.land import KeepWorktrees, LandStatus, clean, keep_worktree, kept_worktrees, land
+from maestro_parallel.isolation.land import (
+    KeepWorktrees,
+    LandStatus,
+    clean,
+    keep_worktree,
+    kept_worktrees,
+    land,
+    release_group,
+)
 from maestro_parallel.isolation.queue import QueueItem, QueueResult, run_merge_queue
 from maestro_parallel.isolation.workspace import RepoState, create_worktree, resolve_base
 
@@ -175,3 +183,25 @@ async def test_clean_of_one_group_leaves_the_others(tmp_path: Path) -> None:
     ]  # fmt: skip
     report = await clean(repo, None, force=True)
     assert len(report.branches_deleted) == 3 and git(repo, "branch", "--list", "maestro/*") == ""
+
+
+@pytest.mark.parametrize("policy", ["failed", "never", "always"])
+async def test_release_after_landing_keeps_failed_work(tmp_path: Path, policy: str) -> None:
+    repo = make_repo(tmp_path / "r")
+    state = await state_of(repo)
+    sha = (await resolve_base(state)).sha
+    done = await create_worktree(state, "g", "t-1", sha)
+    commit_file(done.path, "a.py", "a\n")
+    failed = await create_worktree(state, "g", "t:2", sha)
+    commit_file(failed.path, "b.py", "failed work\n")
+    result = await run_merge_queue(state, "g", [QueueItem("t-1", done.branch)], target="main")
+    assert (await land(state, "g", target="main", built_on=result.target_sha)).status is LandStatus.LANDED
+    report = await release_group(repo, "g", failed={"t:2"}, policy=policy)
+    left = {k.task_id for k in await kept_worktrees(repo, "g")}
+    expected = {"failed": {"t:2"}, "never": set(), "always": {"t-1", "t:2"}}[policy]
+    assert left == expected
+    assert git(repo, "show", "maestro/g/t%3A2:b.py") == "failed work"  # a failed task's branch always stays
+    branches = set(git(repo, "branch", "--list", "maestro/*", "--format=%(refname:short)").splitlines())
+    assert "maestro/integrate/g" not in branches
+    assert ("maestro/g/t-1" in branches) is (policy == "always")
+    assert report.kept == []

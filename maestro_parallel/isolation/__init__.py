@@ -39,6 +39,7 @@ from .land import (
     keep_worktree,
     kept_worktrees,
     land,
+    release_group,
 )
 from .queue import GateResult, MergeStrategy, QueueItem, QueueResult, RunTests, TaskOutcome, Verdict, run_merge_queue
 from .refs import decode_component, encode_component, integration_branch, parse_branch, task_branch
@@ -113,6 +114,7 @@ __all__ = (
     "parse_branch",
     "plan_includes",
     "predict_conflicts",
+    "release_group",
     "require_git",
     "resolve_base",
     "resolve_mode",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import os
 import shlex
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ __all__ = (
     "keep_worktree",
     "kept_worktrees",
     "land",
+    "release_group",
     "remove_worktree",
 )
 
@@ -275,3 +277,38 @@ def _remove_empty_dirs(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+async def release_group(
+    repo_root: Path,
+    group_id: str,
+    *,
+    failed: Collection[str],
+    policy: KeepWorktrees | str = KeepWorktrees.FAILED,
+) -> CleanReport:
+    """After landing: remove the worktrees and branches :func:`keep_worktree` does not keep.
+
+    The integration worktree and branch go too (their work is on the target).
+    Branches are never forced: one whose commits are on no other branch (a
+    failed task's) stays, and the report says so.  A failed task's branch is
+    kept whatever the policy says about its worktree.
+    """
+    report = CleanReport()
+    for kept in await kept_worktrees(repo_root, group_id):
+        is_failed = kept.task_id is not None and kept.task_id in failed
+        if kept.task_id is not None and keep_worktree(policy, failed=is_failed):
+            continue
+        if await remove_worktree(repo_root, kept.path):
+            report.worktrees_removed.append(str(kept.path))
+        else:
+            report.kept.append(f"{kept.path} has uncommitted changes")
+            continue
+        if kept.branch is None or is_failed:
+            continue
+        reason = await delete_branch(repo_root, kept.branch)
+        if reason is None:
+            report.branches_deleted.append(kept.branch)
+        else:
+            report.kept.append(reason)
+    await run_git(repo_root, "worktree", "prune", timeout=60)
+    return report

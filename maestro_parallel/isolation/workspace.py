@@ -528,12 +528,16 @@ async def create_worktrees(
     max_concurrent: int = 0,
     on_event: EventSink | None = None,
 ) -> dict[str, TaskWorkspace | IsolationError]:
-    """Create every task's worktree at once (at most ``max_concurrent``; 0: 2 × CPUs, at least 4).
+    """Create every task's worktree at once (at most ``max_concurrent``; 0: one per CPU, at least 2).
+
+    A checkout is file creation, bound by the kernel's time in the file system:
+    more checkouts at once than CPUs only contend (measured: twice the system
+    time for no gain in wall time on 2 CPUs).
 
     A task whose worktree cannot be made gets its error as its value (input
     order is kept); the others are not held back by it.
     """
-    limit = max_concurrent if max_concurrent > 0 else max(4, 2 * (os.cpu_count() or 2))
+    limit = max_concurrent if max_concurrent > 0 else max(2, os.cpu_count() or 2)
     limiter = anyio.CapacityLimiter(limit)
     admin_lock = anyio.Lock()
     results: dict[str, TaskWorkspace | IsolationError] = {
