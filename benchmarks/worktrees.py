@@ -32,10 +32,10 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maestro_parallel.isolation.commit import commit_task  # noqa: E402
-from maestro_parallel.isolation.land import clean  # noqa: E402
-from maestro_parallel.isolation.queue import QueueItem, run_merge_queue  # noqa: E402
-from maestro_parallel.isolation.workspace import (  # noqa: E402
+from maestro_parallel.isolation.commit import commit_task
+from maestro_parallel.isolation.land import clean
+from maestro_parallel.isolation.queue import QueueItem, run_merge_queue
+from maestro_parallel.isolation.workspace import (
     TaskWorkspace,
     create_worktrees,
     inspect_repo,

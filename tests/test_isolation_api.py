@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-import maestro_parallel.isolation as isolation
+from maestro_parallel import isolation
 from maestro_parallel.errors import MaestroError
 from maestro_parallel.isolation import errors
 

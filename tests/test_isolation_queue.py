@@ -121,6 +121,10 @@ async def test_a_conflict_fails_that_task_only_and_is_merged_last(tmp_path: Path
     record = Recorder()
     result = await run_merge_queue(state, "g", items, target="main", on_event=record)
     assert [e["task_id"] for e in record.named("task_merged")] == ["t-2"]
+    assert record.named("conflict_predicted") == [
+        {"event": "conflict_predicted", "files": ["shared.py"], "tasks": ["t-1"]}
+    ]
+    assert [e["event"] for e in record.events] == ["conflict_predicted", "task_merged", "merge_conflict"]
     conflict = result.outcomes["t-1"]
     assert conflict.verdict is Verdict.CONFLICT and conflict.files == ["shared.py"]
     assert conflict.error == "merge conflict in shared.py"

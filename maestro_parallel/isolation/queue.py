@@ -7,6 +7,8 @@ order, then the rest.  A merge that conflicts is aborted and that task alone
 fails, naming the files.  The test gate runs once on everything merged; when
 it is red, bisection over the merged branches (each probe rebuilt from the
 target's tip) names the culprits, and the rest is rebuilt and tested once more.
+A conflict ``merge-tree`` predicts is reported (``conflict_predicted``, with the
+files) before that branch's turn comes.
 
 Every merge commit carries ``Maestro-Task`` and ``Maestro-Head`` trailers, so
 a queue run again after a crash sees what is already merged and never merges
@@ -24,7 +26,7 @@ import anyio.to_thread
 
 from .commit import NO_HOOKS
 from .errors import GitError, IsolationError
-from .events import BisectStep, EventSink, MergeConflict, TaskMerged, emit
+from .events import BisectStep, ConflictPredicted, EventSink, MergeConflict, TaskMerged, emit
 from .git import identity_environment, run_git
 from .refs import integration_branch, integration_worktree_path
 from .workspace import IncludePlan, RepoState, _admin_git, _copy_includes, list_worktrees
@@ -224,13 +226,15 @@ async def _is_merged(path: Path, item: QueueItem, merged: Mapping[str, str]) -> 
     return (await run_git(path, "merge-base", "--is-ancestor", head, "HEAD", check=False, timeout=60)).ok
 
 
-async def _predict_clean(path: Path, branch: str) -> bool:
+async def _predict_conflicts(path: Path, branch: str) -> list[str]:
+    """The files ``git merge-tree --write-tree`` says merging ``branch`` would conflict in ([]: clean)."""
     result = await run_git(
         path,
         "merge-tree",
         "--write-tree",
         "--name-only",
         "--no-messages",
+        "-z",
         "HEAD",
         f"refs/heads/{branch}",
         check=False,
@@ -238,7 +242,7 @@ async def _predict_clean(path: Path, branch: str) -> bool:
     )
     if result.returncode not in (0, 1):
         raise GitError(result.argv, result.returncode, result.stderr)
-    return result.returncode == 0
+    return [] if result.returncode == 0 else sorted(set(result.zsplit()[1:]))
 
 
 async def find_culprits(
@@ -305,7 +309,12 @@ async def run_merge_queue(
             outcomes[item.task_id] = TaskOutcome(item.task_id, Verdict.MERGED, item.branch)
         else:
             pending.append(item)
-    clean = {item.task_id: await _predict_clean(path, item.branch) for item in pending}
+    clean: dict[str, bool] = {}
+    for item in pending:
+        predicted = await _predict_conflicts(path, item.branch)
+        clean[item.task_id] = not predicted
+        if predicted:
+            await emit(on_event, ConflictPredicted(event="conflict_predicted", files=predicted, tasks=[item.task_id]))
     for item in merge_order(pending, clean):
         files = await _merge_one(path, item, group_id, strategy, env)
         if files is None:
