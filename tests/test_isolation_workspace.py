@@ -252,11 +252,12 @@ async def test_a_hanging_setup_is_killed_with_its_children(tmp_path: Path) -> No
     pidfile = tmp_path / "child.pid"
     script = f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)"
     started = time.monotonic()
-    with pytest.raises(SetupError, match="setup failed: timed out after 1 s"):
-        await run_setup(workspace, [sys.executable, "-c", script], timeout=1, log_path=tmp_path / "log")
-    assert time.monotonic() - started < 15
+    with pytest.raises(SetupError, match="setup failed: timed out after 3 s"):
+        await run_setup(workspace, [sys.executable, "-c", script], timeout=3, log_path=tmp_path / "log")
+    assert time.monotonic() - started < 20
+    assert pidfile.exists(), "the setup did not start its child within its timeout (machine overloaded?)"
     with anyio.fail_after(5):
-        while not pidfile.exists() or pid_alive(int(pidfile.read_text())):
+        while pid_alive(int(pidfile.read_text())):
             await anyio.sleep(0.05)
 
 
