@@ -285,3 +285,25 @@ async def test_a_worktree_registered_but_never_checked_out_is_completed(tmp_path
     workspace = await create_worktree(state, "g", "t-1", sha)
     assert workspace.reused and (path / "app.py").read_text() == "x = 1\n"
     assert git(path, "status", "--porcelain") == ""
+
+
+async def test_two_groups_creating_worktrees_at_once_do_not_trip_over_each_other(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    state = await state_of(repo)
+    sha = (await resolve_base(state)).sha
+    made: dict[str, Any] = {}
+
+    async def group(group_id: str) -> None:  # separate locks: like two coordinators of one repository
+        made.update(
+            {
+                f"{group_id}/{t}": w
+                for t, w in (await create_worktrees(state, group_id, [f"t-{i}" for i in range(8)], sha)).items()
+            }
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(group, "g1")
+        tg.start_soon(group, "g2")
+    failures = {k: v for k, v in made.items() if isinstance(v, Exception)}
+    assert failures == {} and len(made) == 16
+    assert len(git(repo, "worktree", "list", "--porcelain").split("worktree ")) - 1 == 17
