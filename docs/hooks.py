@@ -14,7 +14,6 @@ keeps click's ``<placeholders>`` visible on the command-line reference.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import re
 from typing import Any

@@ -181,7 +181,8 @@ async def open_integration(
         )
     elif entry.branch != branch:
         raise IsolationError(
-            f"{path} is a worktree on {entry.branch or 'a detached HEAD'}, not on {branch}: run clean --group-id {group_id}"
+            f"{path} is a worktree on {entry.branch or 'a detached HEAD'}, not on {branch}: "
+            f"run clean --group-id {group_id}"
         )
     await _clean_state(path)
     contains = await run_git(path, "merge-base", "--is-ancestor", target_sha, "HEAD", check=False, timeout=60)

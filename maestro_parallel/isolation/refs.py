@@ -113,7 +113,8 @@ def task_branch(group_id: str, task_id: str) -> str:
 
 def attempt_branch(group_id: str, task_id: str, attempt: int) -> str:
     """``maestro/<group>/_attempts/<task>/<n>``: where an earlier attempt's branch is kept."""
-    return f"{BRANCH_PREFIX}/{encode_component(check_group_id(group_id))}/{_ATTEMPTS}/{encode_component(task_id)}/{attempt}"
+    group = encode_component(check_group_id(group_id))
+    return f"{BRANCH_PREFIX}/{group}/{_ATTEMPTS}/{encode_component(task_id)}/{attempt}"
 
 
 def integration_branch(group_id: str) -> str:
