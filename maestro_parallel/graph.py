@@ -162,6 +162,8 @@ def build_graph(
                 raise ValidationError(f"task {record.task_id}: invalid group id {group_id!r:.80}")
         else:
             group_id = task_group(record.metadata) or SEQUENTIAL
+            if group_id == SEQUENTIAL and _reserved_marker(record):
+                raise _reserved_error(f"task {record.task_id}")
         group_of[record.task_id] = group_id
         sid = step_id_for(group_id, record.task_id)
         if sid not in members:
@@ -231,6 +233,15 @@ def build_graph(
         for sid in order
     )
     return PlanGraph(steps, {sid: blocked[sid] for sid in order if sid in blocked})
+
+
+_RESERVED_MARKER = f"[P:Group-{SEQUENTIAL}]"
+
+
+def _reserved_marker(record: TaskRecord) -> bool:
+    """True when the task's description or title asks for the reserved group by marker."""
+    texts = (record.metadata.description, record.metadata.title)
+    return any(isinstance(text, str) and text.lstrip().startswith(_RESERVED_MARKER) for text in texts)
 
 
 def _task_cycle(records: Sequence[TaskRecord]) -> list[str] | None:

@@ -120,9 +120,13 @@ def test_reserved_or_invalid_group_ids_are_rejected(groups, message) -> None:
         build_graph([task("x"), task("y")], groups=groups)
 
 
-def test_a_malformed_sequential_marker_stays_sequential() -> None:
-    record = coerce_task({"id": "x", "description": "[P:Group-_sequential] work"}, index=0)
-    assert [s.step_id for s in build_graph([record]).steps] == ["_sequential:x"]
+@pytest.mark.parametrize("field", ["description", "title"])
+def test_a_marker_naming_the_reserved_group_is_refused(field: str) -> None:
+    record = coerce_task({"id": "x", field: "  [P:Group-_sequential] work"}, index=0)
+    with pytest.raises(ValidationError, match=r"^task x: group id '_sequential' is reserved for the tasks without a group marker; rename the group$"):
+        build_graph([record])
+    other = coerce_task({"id": "y", "description": "[P:Group-_other] work"}, index=0)
+    assert [s.step_id for s in build_graph([other]).steps] == ["_sequential:y"]  # any other malformed marker: ignored
 
 
 @pytest.mark.parametrize(

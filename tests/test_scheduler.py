@@ -15,6 +15,8 @@ from maestro_parallel.runtime.scheduler import (
     ready_steps,
     run_plan,
     settle,
+    steps_at_once,
+    waiting_for,
 )
 from maestro_parallel.tasks import coerce_task
 
@@ -43,6 +45,27 @@ def states_of(graph, **given: StepStatus) -> dict[str, StepReport]:
 # --------------------------------------------------------------------------- pure rules
 
 
+def test_steps_run_at_once_only_with_a_checkout_per_agent() -> None:
+    assert steps_at_once("worktree", "git work tree with a commit", override=False).concurrent
+    shared = steps_at_once("shared", "mode = shared", override=False)
+    assert not shared.concurrent
+    assert shared.reason == "the working tree is shared (mode = shared); --concurrent-steps overrides"
+    forced = steps_at_once("shared", "mode = shared", override=True)
+    assert forced.concurrent and forced.reason.startswith("--concurrent-steps, although the working tree is shared")
+
+
+def test_waiting_for_names_what_each_waiting_step_still_needs() -> None:
+    graph = build_graph(ISSUE_PLAN)
+    assert waiting_for(graph, states_of(graph)) == {
+        "A": [], "B": ["A"], "C": [], "_sequential:s1": [], "_sequential:s2": ["_sequential:s1"],
+    }
+    states = states_of(graph, A=StepStatus.COMPLETED, C=StepStatus.RUNNING, **{"_sequential:s1": StepStatus.RUNNING})
+    assert waiting_for(graph, states) == {"B": [], "_sequential:s2": ["_sequential:s1"]}  # B is ready
+    # A step that only comes after another (the sequential chain) waits for it to end, not to complete.
+    chain = build_graph([task("s1"), task("s2")])
+    assert waiting_for(chain, states_of(chain, **{"_sequential:s1": StepStatus.FAILED})) == {"_sequential:s2": []}
+
+
 @pytest.mark.parametrize(
     ("given", "limits", "expected"),
     [
@@ -50,8 +73,8 @@ def states_of(graph, **given: StepStatus) -> dict[str, StepReport]:
         ({}, PlanLimits(max_parallel_steps=2), ["A", "C"]),
         ({}, PlanLimits(one_at_a_time=True), ["A"]),
         ({"A": StepStatus.COMPLETED}, PlanLimits(), ["B", "C", "_sequential:s1"]),
-        ({"A": StepStatus.RUNNING}, PlanLimits(max_agents=2), []),  # A holds both agents
-        ({"A": StepStatus.RUNNING}, PlanLimits(max_agents=3), ["C"]),
+        ({"A": StepStatus.RUNNING}, PlanLimits(max_parallel_steps=2), ["C"]),
+        ({"A": StepStatus.RUNNING, "C": StepStatus.RUNNING}, PlanLimits(max_parallel_steps=2), []),
         ({"_sequential:s1": StepStatus.RUNNING}, PlanLimits(), ["A", "C"]),  # s2 waits its turn
         ({"_sequential:s1": StepStatus.FAILED}, PlanLimits(), ["A", "C"]),  # s2 depends on s1: settle skips it
     ],
@@ -133,23 +156,6 @@ async def test_one_at_a_time_never_overlaps() -> None:
     assert all(a.ended <= b.started for a, b in zip(reports, reports[1:], strict=False))
 
 
-async def test_agent_budget_is_never_exceeded() -> None:
-    records = [task(f"g{i}-{j}", f"G{i}") for i in range(4) for j in range(2)]
-    graph = build_graph(records)
-    running = {"now": 0, "peak": 0}
-
-    async def run_step(step) -> StepOutcome:
-        running["now"] += len(step.tasks)
-        running["peak"] = max(running["peak"], running["now"])
-        await anyio.sleep(0.05)
-        running["now"] -= len(step.tasks)
-        return StepOutcome(StepStatus.COMPLETED)
-
-    states = await run_plan(graph, run_step, limits=PlanLimits(max_agents=4))
-    assert running["peak"] == 4
-    assert all(r.status is StepStatus.COMPLETED for r in states.values())
-
-
 async def test_keep_going_and_halt_on_failure() -> None:
     plan = [task("a", "A"), task("b", "B", ("a",)), task("c", "C")]
     durations = {"a": 0.05, "b": 0.05, "c": 0.5}
@@ -188,3 +194,6 @@ async def test_on_change_sees_every_transition() -> None:
     seen: list[tuple[str, str]] = []
     await run_plan(graph, sleeper({"a": 0, "b": 0}), on_change=lambda r: seen.append((r.step_id, r.status.value)))
     assert seen == [("A", "running"), ("A", "completed"), ("B", "running"), ("B", "completed")]
+    seen.clear()
+    await run_plan(graph, sleeper({"a": 0, "b": 0}, fail={"A"}), on_change=lambda r: seen.append((r.step_id, r.status.value)))
+    assert seen == [("A", "running"), ("A", "failed"), ("B", "skipped")]  # a step that never runs is reported too

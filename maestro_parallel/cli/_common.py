@@ -42,7 +42,7 @@ from ..state.readers import StoredGroup, read_stored_group
 from ..tasks import TaskRecord, loads_tasks
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
-from .progress import describe_event, use_live_progress
+from .progress import PlanBoard, describe_event, use_live_progress
 
 
 class ExitCode(enum.IntEnum):
@@ -332,8 +332,11 @@ def stored(state: AppState, group_id: str) -> StoredGroup | None:
 
 
 @contextmanager
-def progress_view(state: AppState) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """The ``on_event`` callback that shows progress on stderr: a live table on a terminal, lines otherwise."""
+def progress_view(state: AppState, plan: PlanBoard | None = None) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """The ``on_event`` callback that shows progress on stderr: a live table on a terminal, lines otherwise.
+
+    With ``plan``, the live view shows the plan's steps first (``run``).
+    """
     if state.quiet:
         yield lambda event: None
         return
@@ -345,7 +348,7 @@ def progress_view(state: AppState) -> Iterator[Callable[[dict[str, Any]], None]]
 
         from .progress import LiveProgress
 
-        view = LiveProgress(Console(stderr=True), state.repo_root)
+        view = LiveProgress(Console(stderr=True), state.repo_root, plan=plan)
         with view.live():
             yield view.on_event
         return

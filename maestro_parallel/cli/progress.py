@@ -12,20 +12,22 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._paths import GROUPS_RELATIVE_PATH
+from ..graph import PlanGraph, PlanStep
+from ..runtime.scheduler import StepReport
 from ..state.logfiles import last_nonblank_line
 
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
     from rich.table import Table
 
-__all__ = ("LiveProgress", "describe_event", "use_live_progress")
+__all__ = ("LiveProgress", "PlanBoard", "describe_event", "use_live_progress")
 
 _STATE_STYLES = {
     "pending": "dim",
@@ -33,6 +35,10 @@ _STATE_STYLES = {
     "completed": "green",
     "failed": "bold red",
     "blocked": "yellow",
+    "waiting": "dim",
+    "running": "bold cyan",
+    "skipped": "yellow",
+    "halted": "yellow",
 }
 
 
@@ -95,6 +101,71 @@ def _last_line(path: Path, limit: int = 4096) -> str:
     return last_nonblank_line(data)
 
 
+@dataclass(frozen=True)
+class StepRow:
+    """One step as the plan board shows it."""
+
+    step: PlanStep
+    status: str
+    detail: str
+    seconds: float | None
+    waits_for: tuple[str, ...]  # labels of the steps it still waits for (waiting steps only)
+
+
+class PlanBoard:
+    """A whole plan for the live view: each step's state, what the waiting ones wait for.
+
+    ``run`` updates it from the scheduler's transitions; the refresh thread reads
+    it, hence the lock.  Running steps first, then waiting ones, then the ended.
+    """
+
+    _ORDER = {"running": 0, "waiting": 1, "failed": 2, "blocked": 3, "skipped": 4, "halted": 5, "completed": 6}
+
+    def __init__(self, graph: PlanGraph) -> None:
+        self.graph = graph
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._label = {step.step_id: step.label for step in graph.steps}
+        self._status = {step.step_id: "waiting" for step in graph.steps}
+        self._detail = dict.fromkeys(self._status, "")
+        self._since: dict[str, float] = {}
+        self._ended: dict[str, float] = {}
+        self._waits = {s.step_id: tuple(dict.fromkeys((*s.waits_for, *s.after))) for s in graph.steps}
+
+    def update(self, states: Mapping[str, StepReport], waiting: Mapping[str, list[str]]) -> None:
+        """Take the scheduler's state table and :func:`~maestro_parallel.runtime.scheduler.waiting_for`."""
+        now = time.monotonic()
+        with self._lock:
+            for sid, report in states.items():
+                status = report.status.value
+                if status == "running" and self._status.get(sid) != "running":
+                    self._since[sid] = now
+                elif status not in ("running", "waiting") and sid not in self._ended:
+                    self._ended[sid] = now
+                self._status[sid], self._detail[sid] = status, report.detail
+            for sid, pending in waiting.items():
+                self._waits[sid] = tuple(pending)
+
+    def rows(self) -> list[StepRow]:
+        now = time.monotonic()
+        with self._lock:
+            rows = [
+                StepRow(
+                    step=step,
+                    status=self._status[step.step_id],
+                    detail=self._detail[step.step_id],
+                    seconds=(self._ended.get(step.step_id, now) - self._since[step.step_id])
+                    if step.step_id in self._since
+                    else None,
+                    waits_for=tuple(self._label[w] for w in self._waits[step.step_id])
+                    if self._status[step.step_id] == "waiting"
+                    else (),
+                )
+                for step in self.graph.steps
+            ]
+        return sorted(rows, key=lambda row: self._ORDER.get(row.status, 7))
+
+
 @dataclass
 class _Task:
     task_id: str
@@ -122,10 +193,11 @@ class LiveProgress:
     :param max_rows: rows shown per group; running tasks come first, the rest are counted.
     """
 
-    def __init__(self, console: Console, repo_root: Path, *, max_rows: int = 20) -> None:
+    def __init__(self, console: Console, repo_root: Path, *, max_rows: int = 20, plan: PlanBoard | None = None) -> None:
         self.console = console
         self.repo_root = repo_root
         self.max_rows = max_rows
+        self.plan = plan
         self._groups: dict[str, _GroupView] = {}
         self._lock = threading.Lock()
 
@@ -161,19 +233,26 @@ class LiveProgress:
             elif name == "task_closed" and event.get("ok"):
                 task.note = "closed"
 
-    def _snapshot(self, group: _GroupView, now: float) -> tuple[str, dict[str, int], list[tuple[str, ...]], int]:
-        """What one table shows, copied under the lock (cheap: at most ``max_rows`` rows)."""
+    def _snapshot(
+        self, group: _GroupView, now: float, step: PlanStep | None = None
+    ) -> tuple[str, dict[str, int], list[tuple[str, ...]], int]:
+        """What one table shows, copied under the lock (cheap: at most ``max_rows`` rows).
+
+        With ``step``, only that step's own tasks (a sequential step shares its group with the others).
+        """
         order = {"in_progress": 0, "failed": 1, "blocked": 2, "completed": 3, "pending": 4}
+        own = [t for t in group.tasks.values() if step is None or t.task_id in step.task_ids]
         counts: dict[str, int] = {}
-        for task in group.tasks.values():
+        for task in own:
             counts[task.status] = counts.get(task.status, 0) + 1
-        tasks = sorted(group.tasks.values(), key=lambda t: order.get(t.status, 5))
+        tasks = sorted(own, key=lambda t: order.get(t.status, 5))
         rows: list[tuple[str, ...]] = []
         for task in tasks[: self.max_rows]:
             seconds = f"{(task.ended or now) - task.started:.1f}s" if task.started is not None else ""
             rows.append((task.task_id, task.subagent, task.status, seconds, task.note))
         state = group.phase if group.status == "in_progress" else group.status
-        title = f"group {group.group_id} · {state} · {(group.ended or now) - group.started:.0f}s"
+        name = f"step {step.label}" if step is not None else f"group {group.group_id}"
+        title = f"{name} · {state} · {(group.ended or now) - group.started:.0f}s"
         return title, counts, rows, max(0, len(tasks) - self.max_rows)
 
     def _table(
@@ -205,9 +284,52 @@ class LiveProgress:
         from rich.console import Group
 
         now = time.monotonic()
+        if self.plan is not None:
+            rows = self.plan.rows()
+            with self._lock:
+                running = [
+                    (row.step.group_id, *self._snapshot(self._groups[row.step.group_id], now, row.step))
+                    for row in rows
+                    if row.status == "running" and row.step.group_id in self._groups
+                ]
+            return Group(self._plan_table(self.plan, rows, now), *(self._table(*view) for view in running))
         with self._lock:
             views = [(g.group_id, *self._snapshot(g, now)) for g in self._groups.values()]
         return Group(*(self._table(*view) for view in views))
+
+    def _plan_table(self, plan: PlanBoard, rows: list[StepRow], now: float) -> Table:
+        """The plan's steps: running, then waiting (with what they wait for), then ended."""
+        from rich.table import Table
+        from rich.text import Text
+
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        totals = " · ".join(f"{n} {status}" for status, n in counts.items())
+        table = Table(
+            title=f"plan · {totals} · {now - plan.started:.0f}s",
+            title_justify="left",
+            expand=True,
+            show_edge=False,
+            pad_edge=False,
+        )
+        table.add_column("step", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("time", justify="right", no_wrap=True)
+        table.add_column("tasks", overflow="ellipsis", no_wrap=True)
+        table.add_column("waits for / outcome", overflow="ellipsis", no_wrap=True, ratio=1)
+        for row in rows[: self.max_rows]:
+            seconds = f"{row.seconds:.1f}s" if row.seconds is not None else ""
+            if row.status == "waiting":
+                note = ", ".join(row.waits_for) if row.waits_for else "ready (waiting for a slot)"
+            else:
+                note = row.detail
+            tasks = ", ".join(row.step.task_ids)
+            table.add_row(row.step.label, Text(row.status, style=_STATE_STYLES.get(row.status, "")), seconds, tasks,
+                          note)
+        if len(rows) > self.max_rows:
+            table.add_row(f"… {len(rows) - self.max_rows} more", "", "", "", "")
+        return table
 
     @contextmanager
     def live(self) -> Iterator[LiveProgress]:

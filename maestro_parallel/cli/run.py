@@ -10,10 +10,21 @@ import click
 from ..config import Config
 from ..errors import MaestroError, ValidationError
 from ..graph import PlanGraph, PlanStep, build_graph, estimated_seconds, render_text
-from ..markers import SEQUENTIAL
+from ..isolation.errors import ModeUnavailableError
+from ..isolation.workspace import resolve_mode
+from ..markers import SEQUENTIAL, marker_warnings
 from ..models import GroupMetadata, TaskStatus, utc_now
 from ..runtime.coordinator import AsyncParallelCoordinator
-from ..runtime.scheduler import PlanLimits, StepOutcome, StepReport, StepStatus, run_plan
+from ..runtime.scheduler import (
+    PlanLimits,
+    StepConcurrency,
+    StepOutcome,
+    StepReport,
+    StepStatus,
+    run_plan,
+    steps_at_once,
+    waiting_for,
+)
 from ..state.planfile import write_plan_file
 from ..tasks import TaskRecord
 from ..trackers.local import closed_in_stored_groups
@@ -35,6 +46,7 @@ from ._common import (
     signal_exit,
     tracker_for,
 )
+from .progress import PlanBoard
 
 __all__ = ("run_command", "step_document")
 
@@ -80,7 +92,7 @@ def _about_other_task(error: str, own: set[str], meta: GroupMetadata) -> bool:
 @click.option(
     "--concurrent-steps",
     is_flag=True,
-    help="Run ready steps at the same time although they share one working tree.",
+    help="Run ready steps at the same time even in a shared working tree (worktree isolation does by default).",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Print the steps, what each waits for and the critical path; run nothing."
@@ -103,9 +115,11 @@ def run_command(
     """Run the whole plan: each group (its tasks at once) and each sequential task is a step.
 
     A step starts as soon as every task it depends on outside itself is closed;
-    sequential tasks run one at a time relative to each other.  All agents share
-    the repository's working tree, so steps run one at a time unless
-    --concurrent-steps.  A failed step stops only what depends on it
+    sequential tasks run one at a time relative to each other.  Under worktree
+    isolation ready steps run at the same time; in a shared working tree they run
+    one at a time unless --concurrent-steps.  --max-agents caps the agents running
+    at once across all steps.  Running the plan again after a crash or Ctrl-C
+    continues it: what completed is not run again.  A failed step stops only what depends on it
     (--halt-on-failure stops everything).  Exit codes: 0 everything completed,
     1 a step failed, 2 bad input or a dependency cycle, 3 some tasks could not
     run (blocked), 4 a group is busy, 130/143 interrupted.
@@ -121,13 +135,25 @@ def run_command(
         graph = build_graph(pending, done, outside=outside)
     except ValidationError as exc:
         raise BadInputError(str(exc)) from exc
+    for warning in marker_warnings([r.metadata for r in pending]):
+        state.progress(f"warning: {warning}")
     durations = _durations(pending)
+    concurrency = _concurrency(state, config, concurrent_steps)
     if dry_run:
         if as_json:
-            emit_json({"total_tasks": len(pending), **graph.to_dict(durations)})
+            emit_json(
+                {
+                    "total_tasks": len(pending),
+                    "concurrent_steps": concurrency.concurrent,
+                    "concurrency": concurrency.reason,
+                    **graph.to_dict(durations),
+                }
+            )
         else:
             for line in render_text(graph, durations):
                 click.echo(line)
+            click.echo(("steps run at the same time: " if concurrency.concurrent else "steps run one at a time: ")
+                       + concurrency.reason)
         return ExitCode.OK
     if not pending:
         state.progress(f"nothing to run in {source}")
@@ -137,16 +163,21 @@ def run_command(
 
     limits = PlanLimits(
         max_parallel_steps=max_parallel_groups if max_parallel_groups is not None else config.plan.max_parallel_groups,
-        max_agents=max_agents if max_agents is not None else config.plan.max_agents,
         halt_on_failure=halt_on_failure,
-        one_at_a_time=not concurrent_steps,
+        one_at_a_time=not concurrency.concurrent,
     )
+    agents = max_agents if max_agents is not None else config.plan.max_agents
     by_id = {r.task_id: r for r in records}
-    with progress_view(state) as on_event:
+    board = PlanBoard(graph)
+    with progress_view(state, board) as on_event:
         coordinator = AsyncParallelCoordinator(
-            state.repo_root, config=_capped(config, limits.max_agents), tracker=tracker, on_event=on_event
+            state.repo_root,
+            config=config,
+            tracker=tracker,
+            on_event=on_event,
+            agent_limiter=anyio.CapacityLimiter(agents) if agents > 0 else None,
         )
-        record = _PlanRecord(state, graph, durations)
+        record = _PlanRecord(state, graph, durations, concurrency, board)
 
         async def body(received: list[int]) -> dict[str, StepReport]:
             async def run_step(step: PlanStep) -> StepOutcome:
@@ -169,11 +200,13 @@ def _durations(records: list[TaskRecord]) -> dict[str, float] | None:
     return {k: v for k, v in known.items() if v is not None} if any(v is not None for v in known.values()) else None
 
 
-def _capped(config: Config, max_agents: int) -> Config:
-    """The agent budget also bounds each group's own launches (a group larger than the budget queues)."""
-    if max_agents <= 0 or (0 < config.agent.max_parallel <= max_agents):
-        return config
-    return config.with_overrides(max_parallel=max_agents)
+def _concurrency(state: AppState, config: Config, override: bool) -> StepConcurrency:
+    """Whether steps run at once: the isolation mode the groups will run in decides (DESIGN §13)."""
+    try:
+        decision, _ = anyio.run(resolve_mode, state.repo_root, config.isolation.mode)
+    except ModeUnavailableError as exc:
+        raise BadInputError(str(exc)) from exc
+    return steps_at_once(decision.mode.value, decision.reason, override=override)
 
 
 async def _execute_step(
@@ -218,50 +251,58 @@ async def _execute_step(
 
 
 class _PlanRecord:
-    """Keeps ``.flow/maestro/plan.json`` and the step lines on stderr up to date."""
+    """Keeps ``.flow/maestro/plan.json``, the step lines on stderr and the live plan board up to date."""
 
-    def __init__(self, state: AppState, graph: PlanGraph, durations: dict[str, float] | None) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        graph: PlanGraph,
+        durations: dict[str, float] | None,
+        concurrency: StepConcurrency,
+        board: PlanBoard,
+    ) -> None:
         self.state = state
         self.graph = graph
+        self.board = board
         self.document: dict[str, Any] = {
             "schema": 1,
             "started_at": utc_now(),
             "status": "in_progress",
+            "concurrent_steps": concurrency.concurrent,
             **graph.to_dict(durations),
         }
         self.times: dict[str, dict[str, Any]] = {}
+        self.states = {step.step_id: StepReport(step.step_id) for step in graph.steps}
         self._write()
+        steps = len(graph.steps)
+        at_once = "at the same time" if concurrency.concurrent else "one at a time"
+        state.progress(f"plan: {steps} step{'s' * (steps != 1)}, run {at_once}: {concurrency.reason}")
 
     def changed(self, report: StepReport) -> None:
+        self.states[report.step_id] = report
+        step = self.graph.step(report.step_id)
         entry = self.times.setdefault(report.step_id, {})
         entry["status"] = report.status.value
         entry["detail"] = report.detail
+        waiting = waiting_for(self.graph, self.states)
+        self.board.update(self.states, waiting)
         if report.status is StepStatus.RUNNING:
             entry["started_at"] = utc_now()
-            self.state.progress(f"step {self.graph.step(report.step_id).label}: started")
+            self.state.progress(f"step {step.label}: started ({', '.join(step.task_ids)})")
         else:
             entry["ended_at"] = utc_now()
-            self.state.progress(
-                f"step {self.graph.step(report.step_id).label}: {report.status.value} ({report.detail})"
-            )
-            waiting = self._waiting()
+            self.state.progress(f"step {step.label}: {report.status.value} ({report.detail})")
             if waiting:
-                self.state.progress("  waiting: " + "; ".join(waiting))
+                self.state.progress("  waiting: " + "; ".join(self._waiting(waiting)))
         self._write()
 
-    def _waiting(self) -> list[str]:
+    def _waiting(self, waiting: dict[str, list[str]]) -> list[str]:
         """Each step not started yet, with the steps it still waits for."""
         label = {step.step_id: step.label for step in self.graph.steps}
-        ended = {sid for sid, entry in self.times.items() if entry.get("status") not in (None, "waiting", "running")}
-        lines = []
-        for step in self.graph.steps:
-            if step.step_id in self.times:
-                continue
-            pending = [label[w] for w in (*step.waits_for, *step.after) if w not in ended]
-            lines.append(
-                f"{step.label} for {', '.join(dict.fromkeys(pending))}" if pending else f"{step.label} (ready)"
-            )
-        return lines
+        return [
+            f"{label[sid]} for {', '.join(label[w] for w in pending)}" if pending else f"{label[sid]} (ready)"
+            for sid, pending in waiting.items()
+        ]
 
     def finish(self, reports: dict[str, StepReport]) -> None:
         for sid, report in reports.items():

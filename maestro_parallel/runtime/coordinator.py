@@ -129,6 +129,8 @@ class AsyncParallelCoordinator:
     :param tracker: default: chosen by ``[tracker].kind``.
     :param on_event: called with every event of every group this coordinator runs,
         right after it is journaled (a plain function; keep it quick).
+    :param agent_limiter: one slot per agent running at once, shared by every group this
+        coordinator runs (a whole plan's ``max_agents``); each group's ``max_parallel`` still applies.
     """
 
     def __init__(
@@ -138,7 +140,9 @@ class AsyncParallelCoordinator:
         config: Config | None = None,
         tracker: Tracker | None = None,
         on_event: EventCallback | None = None,
+        agent_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
+        self.agent_limiter = agent_limiter
         self.repo_root = find_repo_root(repo_root) if repo_root is None else Path(repo_root).resolve()
         self.config = config if config is not None else load_config(self.repo_root)
         self.tracker = tracker if tracker is not None else make_tracker(self.config, self.repo_root)
@@ -302,6 +306,7 @@ class AsyncParallelCoordinator:
             publish=self._publish,
             halt_on_failure=halt_on_failure,
             notes=notes,
+            agents=self.agent_limiter,
         )
 
     def _publish(self, event: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import math
 import os
 import socket
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,10 @@ class GroupRun:
         publish: Publish,
         halt_on_failure: bool = False,
         notes: list[str] | None = None,
+        agents: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.config = config
+        self.agents = agents  # shared with the other groups of a plan: agents running at once across all of them
         self.tracker = tracker
         self.repo_root = repo_root
         self.store = store
@@ -355,7 +358,7 @@ class GroupRun:
     async def _run_task(self, plan: LaunchPlan, limiter: anyio.CapacityLimiter, launches: anyio.abc.TaskGroup) -> None:
         task_id = plan.record.task_id
         try:
-            async with limiter:
+            async with limiter, (self.agents if self.agents is not None else nullcontext()):
                 if self.stop.halted:
                     await self.emit(
                         "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error="halted"

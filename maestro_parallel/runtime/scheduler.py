@@ -8,8 +8,13 @@ drives the real coordinator (``run``) and the fakes of its tests.
 
 - A step starts when every step it waits for has completed and every step it
   comes after (the sequential chain) has ended.
-- ``max_parallel_steps`` caps the steps running at once; ``max_agents`` caps
-  the agents across them (a step needs one per task, at most ``max_agents``).
+- ``max_parallel_steps`` caps the steps running at once.  ``max_agents`` is
+  not a scheduling rule: it is one limiter every step's launches share (see
+  ``AsyncParallelCoordinator(agent_limiter=...)``), so a step starts as soon
+  as it is ready and its agents queue for a free slot with everyone else's.
+- Steps run at the same time only when each agent has its own checkout
+  (worktree isolation); in a shared working tree they run one at a time
+  (:func:`steps_at_once`).
 - A failed or blocked step stops only the steps that depend on it (they end
   ``skipped``); with ``halt_on_failure`` the first failure cancels everything.
 - Steps named in ``completed`` (done on disk by an earlier run) are not run.
@@ -31,13 +36,15 @@ __all__ = (
     "PlanLimits",
     "StepOutcome",
     "StepReport",
+    "StepConcurrency",
     "StepStatus",
-    "agents_needed",
     "makespan",
     "ready_steps",
     "run_plan",
     "settle",
+    "steps_at_once",
     "tail_lengths",
+    "waiting_for",
 )
 
 
@@ -80,7 +87,6 @@ class PlanLimits:
     """Caps: 0 means none.  ``one_at_a_time`` is the shared-tree rule (one step at a time)."""
 
     max_parallel_steps: int = 0
-    max_agents: int = 0
     halt_on_failure: bool = False
     one_at_a_time: bool = False
 
@@ -89,9 +95,37 @@ class PlanLimits:
         return 1 if self.one_at_a_time else self.max_parallel_steps
 
 
-def agents_needed(step: PlanStep, max_agents: int) -> int:
-    """Agents a step holds while it runs: one per task, never more than the whole budget."""
-    return max(1, min(len(step.tasks), max_agents)) if max_agents > 0 else len(step.tasks)
+@dataclass(frozen=True)
+class StepConcurrency:
+    """Whether ready steps run at the same time, and why (``run`` and its dry run say it)."""
+
+    concurrent: bool
+    reason: str
+
+
+def steps_at_once(isolation: str, isolation_reason: str, *, override: bool) -> StepConcurrency:
+    """Concurrent steps need a checkout per agent: yes under ``worktree`` isolation, no in a shared tree.
+
+    ``override`` (``--concurrent-steps``) runs them at once in a shared tree too,
+    where two steps' agents edit the same files.
+    """
+    if isolation == "worktree":
+        return StepConcurrency(True, f"worktree isolation ({isolation_reason})")
+    if override:
+        return StepConcurrency(True, f"--concurrent-steps, although the working tree is shared ({isolation_reason})")
+    return StepConcurrency(False, f"the working tree is shared ({isolation_reason}); --concurrent-steps overrides")
+
+
+def waiting_for(graph: PlanGraph, states: Mapping[str, StepReport]) -> dict[str, list[str]]:
+    """Each step not started yet -> the steps it still waits for (empty: ready, waiting for a slot)."""
+    waiting: dict[str, list[str]] = {}
+    for step in graph.steps:
+        if states[step.step_id].status is not StepStatus.WAITING:
+            continue
+        pending = [w for w in step.waits_for if states[w].status is not StepStatus.COMPLETED]
+        pending += [a for a in step.after if states[a].status not in FINAL and a not in pending]
+        waiting[step.step_id] = pending
+    return waiting
 
 
 def tail_lengths(graph: PlanGraph, durations: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -152,9 +186,8 @@ def ready_steps(
     limits: PlanLimits,
     priority: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """The waiting steps to start now, longest remaining chain first (then input order), within the caps."""
+    """The waiting steps to start now, longest remaining chain first (then input order), within the step cap."""
     running = [s for s in graph.steps if states[s.step_id].status is StepStatus.RUNNING]
-    agents_used = sum(agents_needed(s, limits.max_agents) for s in running)
     order = {step.step_id: position for position, step in enumerate(graph.steps)}
     candidates = [
         step
@@ -169,11 +202,7 @@ def ready_steps(
     for step in candidates:
         if slots <= 0:
             break
-        need = agents_needed(step, limits.max_agents)
-        if limits.max_agents > 0 and agents_used + need > limits.max_agents:
-            continue  # a smaller ready step may still fit
         chosen.append(step.step_id)
-        agents_used += need
         slots -= 1
     return chosen
 
@@ -223,7 +252,11 @@ async def run_plan(
     async with send, receive, anyio.create_task_group() as tg:
         running = 0
         while True:
+            before = {sid: report.status for sid, report in states.items()}
             settle(graph, states, halt=limits.halt_on_failure)
+            for sid, report in states.items():
+                if report.status is not before[sid]:  # skipped, blocked or halted without running
+                    changed(report)
             for sid in ready_steps(graph, states, limits, priority):
                 report = states[sid]
                 report.status, report.started = StepStatus.RUNNING, anyio.current_time()
