@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from click.testing import CliRunner, Result
 from helpers import agent_config, pid_alive, runs, task, write_config
 
+from maestro_parallel import AsyncParallelCoordinator
 from maestro_parallel.cli import main
+from maestro_parallel.trackers import LocalTracker
 
 
 def invoke(repo: Path, *args: str) -> Result:
@@ -176,3 +183,144 @@ def test_plan_caps_come_from_the_config(repo: Path) -> None:
     refused = invoke(repo, "run", "--tasks-file", str(repo / "tasks.json"))
     assert refused.exit_code == 2
     assert "[plan].max_agents must be an integer >= 0, got -1" in refused.stderr
+
+
+def make_git_repo(repo: Path) -> None:
+    """Turn the fixture's folder into a real git work tree with a commit (worktree isolation is then possible)."""
+    (repo / ".git").rmdir()
+    (repo / ".gitignore").write_text("runs.jsonl\n")
+    identity = ["-c", "user.name=Test User", "-c", "user.email=test@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*identity, "commit", "-q", "-m", "initial"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_steps_run_at_once_by_default_where_each_agent_gets_a_worktree(repo: Path) -> None:
+    make_git_repo(repo)
+    plan = [task("x", "sleep=0.8", group="X"), task("y", "sleep=0.8", group="Y")]
+    path = write(repo, plan)
+    dry = invoke(repo, "run", "--tasks-file", path, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert dry.stdout.splitlines()[-1] == "steps run at the same time: worktree isolation (git work tree with a commit)"
+    document = json.loads(invoke(repo, "run", "--tasks-file", path, "--dry-run", "--json").stdout)
+    assert document["concurrent_steps"] is True
+
+    result = invoke(repo, "run", "--tasks-file", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    times = spans(repo)
+    assert overlap(times["x"], times["y"])
+    assert "plan: 2 steps, run at the same time: worktree isolation" in result.stderr
+
+
+def test_the_dry_run_says_steps_run_one_at_a_time_in_a_shared_tree(repo: Path) -> None:
+    path = write(repo, [task("x", group="X"), task("y", group="Y")])
+    dry = invoke(repo, "run", "--tasks-file", path, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    last = dry.stdout.splitlines()[-1]
+    assert last.startswith("steps run one at a time: the working tree is shared (")
+    assert last.endswith("); --concurrent-steps overrides")
+    forced = json.loads(invoke(repo, "run", "--tasks-file", path, "--dry-run", "--concurrent-steps", "--json").stdout)
+    assert forced["concurrent_steps"] is True and forced["concurrency"].startswith("--concurrent-steps, although")
+
+    write_config(repo, agent_config(extra='[isolation]\nmode = "worktree"\n'))
+    refused = invoke(repo, "run", "--tasks-file", path, "--dry-run")
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("Error: worktree isolation is impossible: ")
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_max_agents_is_one_budget_shared_by_every_step(repo: Path) -> None:
+    # X holds three tasks, Y and Z one each; two agents at most across the plan.  A budget reserved per step
+    # would keep Y and Z waiting until X ended; one shared budget hands X's freed slot to them at once.
+    plan = [task(f"x{i}", "sleep=0.6", group="X") for i in range(3)] + [
+        task("y", "sleep=0.6", group="Y"), task("z", "sleep=0.6", group="Z"),
+    ]
+    result = invoke(repo, "run", "--tasks-file", write(repo, plan), "--concurrent-steps", "--max-agents", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    events = sorted((e["t"], 1 if e["event"] == "start" else -1) for e in runs(repo))
+    running = peak = 0
+    for _, change in sorted(events, key=lambda e: (e[0], e[1])):  # an end and a start at one instant: the end first
+        running += change
+        peak = max(peak, running)
+    assert peak == 2
+    times = spans(repo)
+    last_x_end = max(times[f"x{i}"][1] for i in range(3))
+    assert min(times["y"][0], times["z"][0]) < last_x_end  # another step's agent started while X still ran
+
+
+async def test_a_coordinator_shares_its_agent_limiter_between_groups(repo: Path) -> None:
+    limiter = anyio.CapacityLimiter(2)
+    coordinator = AsyncParallelCoordinator(repo, tracker=LocalTracker(repo), agent_limiter=limiter)
+    async with anyio.create_task_group() as tg:
+        for group in ("one", "two"):
+            tg.start_soon(coordinator.execute_parallel_group, [task(f"{group}-{i}", "sleep=0.4", group=group) for i in range(2)], group)
+    events = sorted((e["t"], 1 if e["event"] == "start" else -1) for e in runs(repo))
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    assert peak == 2 and len(spans(repo)) == 4
+
+
+def test_a_tasks_file_cannot_name_the_reserved_group(repo: Path) -> None:
+    plan = [task("a", group="A"), {"id": "x", "title": "x", "description": "[P:Group-_sequential] work"}]
+    result = invoke(repo, "run", "--tasks-file", write(repo, plan))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: task x: group id '_sequential' is reserved for the tasks without a group marker; rename the group\n"
+    )
+    assert runs(repo) == []
+
+
+def half_done(repo: Path) -> bool:
+    """The plan record has C and s1 complete, and group A holds a1 completed while a2 is running."""
+    try:
+        record = json.loads((repo / ".flow" / "maestro" / "plan.json").read_text())
+    except (OSError, ValueError):
+        return False
+    steps = {s["step"]: s["status"] for s in record["steps"]}
+    if (steps.get("C"), steps.get("_sequential:s1")) != ("completed", "completed"):
+        return False
+    status = invoke(repo, "status", "--group-id", "A", "--json")
+    if status.exit_code != 0:
+        return False
+    results = {r["task_id"]: r["status"] for r in json.loads(status.stdout)["results"]}
+    return results == {"a1": "completed", "a2": "in_progress"}
+
+
+def test_run_again_after_ctrl_c_continues_the_plan(repo: Path) -> None:
+    plan = [
+        task("a1", "sleep=0.1", group="A"),
+        task("a2", "sleep=2", group="A"),
+        task("b1", group="B", dependencies=["a1"]),
+        task("c1", "sleep=0.1", group="C"),
+        seq("s1", "sleep=0.1"),
+        seq("s2", dependencies=["s1", "a2"]),
+    ]
+    path = write(repo, plan)
+    command = [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), "run", "--tasks-file", path,
+               "--concurrent-steps", "--json"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        # Ctrl-C once C and s1 are complete, a1 is recorded complete and a2 runs: a group half done.
+        while not half_done(repo):
+            assert time.monotonic() < deadline and first.poll() is None, "the plan did not get there"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, err
+    document = json.loads(out)
+    assert {s["step"]: s["status"] for s in document["steps"]}["C"] == "completed"
+    assert {s["step"]: s["status"] for s in document["steps"]}["A"] == "failed"
+
+    second = invoke(repo, "run", "--tasks-file", path, "--concurrent-steps", "--json")
+    assert second.exit_code == 0, second.stderr
+    assert {s["step"] for s in json.loads(second.stdout)["steps"]} == {"A", "B", "_sequential:s2"}
+    started = [e["task"] for e in runs(repo) if e["event"] == "start"]
+    assert sorted(started) == ["a1", "a2", "a2", "b1", "c1", "s1", "s2"]  # only the interrupted a2 ran twice
+    assert json.loads((repo / ".flow" / "maestro" / "plan.json").read_text())["status"] == "completed"
+    third = invoke(repo, "run", "--tasks-file", path)
+    assert third.exit_code == 0 and "nothing to run" in third.stderr
