@@ -335,3 +335,63 @@ async def test_an_embedding_application_follows_events_while_doing_other_work(re
     first_start = next(t for t, e in received if e["event"] == "task_started")
     assert first_start < finished_at - 0.5  # events arrive while the group runs, not at its end
     assert ticks > (finished_at - started) / 0.01 * 0.3  # the application's own work kept going
+
+
+def test_a_terminal_shows_the_plan_running_steps_and_what_waiting_ones_wait_for(repo: Path) -> None:
+    plan = [task("a1", "sleep=1", group="A"), task("a2", "sleep=1", group="A"),
+            task("b1", group="B", dependencies=["a1"]), seq("s1", "sleep=0.2")]
+    path = write_tasks(repo, plan)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env.update(TERM="xterm-256color", COLUMNS="140", NO_COLOR="1")
+    code, screen = read_pty(
+        [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), "run", "--tasks-file", path], env
+    )
+    assert code == 0, screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "plan: 3 steps, run one at a time: the working tree is shared" in plain
+    # While A runs: its row and its own tasks' table; B waits for A; s1 is ready and waits for a slot.
+    assert re.search(r"A\s+│\s+running\s+│\s+\d+\.\ds\s+│\s+a1, a2\s+│", plain)
+    assert re.search(r"B\s+│\s+waiting\s+│\s+│\s+b1\s+│\s+A\b", plain)
+    assert re.search(r"s1 \(sequential\)\s+│\s+waiting\s+│\s+│\s+s1\s+│\s+ready \(waiting for a slot\)", plain)
+    assert "step A · " in plain and re.search(r"a1\s+│\s+backend-architect\s+│\s+in_progress", plain)
+    # At the end every step is complete.
+    assert re.search(r"plan · 3 completed", plain)
+
+
+async def test_the_plan_view_shows_a_sequential_step_with_its_own_tasks_only(repo: Path) -> None:
+    from maestro_parallel.cli.progress import PlanBoard
+    from maestro_parallel.graph import build_graph
+    from maestro_parallel.runtime.scheduler import StepReport, StepStatus, waiting_for
+    from maestro_parallel.tasks import coerce_task
+
+    records = [coerce_task(seq("s1"), index=0), coerce_task(seq("s2", "sleep=1.5"), index=1)]
+    graph = build_graph(records)
+    board = PlanBoard(graph)
+    buffer = io.StringIO()
+    view = LiveProgress(Console(file=buffer, force_terminal=True, width=140, color_system=None), repo, plan=board)
+    coordinator = AsyncParallelCoordinator(repo, tracker=LocalTracker(repo), on_event=view.on_event)
+    states = {s.step_id: StepReport(s.step_id) for s in graph.steps}
+    states["_sequential:s1"].status = StepStatus.COMPLETED
+    states["_sequential:s2"].status = StepStatus.RUNNING
+    board.update(states, waiting_for(graph, states))
+    frames: list[str] = []
+
+    async def watch() -> None:
+        with anyio.fail_after(20):
+            while True:
+                await anyio.sleep(0.1)
+                buffer.seek(0)
+                buffer.truncate()
+                view.console.print(view)
+                frames.append(buffer.getvalue())
+                if re.search(r"s2\s+│[^\n]*in_progress", frames[-1]):
+                    return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        # s1 completed earlier under the same group: it is kept in the group, not shown under s2's step.
+        await coordinator.execute_parallel_group([seq("s1")], "_sequential")
+        await coordinator.execute_parallel_group([seq("s1"), seq("s2", "sleep=1.5")], "_sequential")
+    live = next(frame for frame in frames if re.search(r"s2\s+│[^\n]*in_progress", frame))
+    step_table = live[live.index("step s2 (sequential) · "):]
+    assert not re.search(r"^\s*s1\s+│", step_table, re.MULTILINE) and "1 in_progress · 0/1 done" in step_table
