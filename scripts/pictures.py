@@ -2,9 +2,10 @@
 
 Usage: ``python scripts/pictures.py [--out FOLDER]`` (default: ``docs/assets``), with the package
 installed.  Each picture is made by running ``maestro-parallel`` on a fresh copy of the offline
-demo and recording what a terminal shows, so a picture never shows output the tool no longer
-prints.  Every new picture of the site (report screenshots, timelines) is added to ``PICTURES``
-here, so that this one command keeps all of them current.
+demo and recording what a terminal shows, or photographing what a browser shows, so a picture never
+shows output the tool no longer prints.  Every picture of the site is in ``PICTURES`` here, so this
+one command keeps all of them current.  The report's photograph needs a headless Chromium (Debian's
+``chromium``); without one it is skipped with a message saying so, and the other pictures are drawn.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+
+class Skipped(Exception):
+    """A picture that cannot be made on this machine; the message says what is missing."""
 
 
 def _maestro(demo: Path, *args: str) -> tuple[str, str]:
@@ -52,8 +68,26 @@ def demo_run(demo: Path) -> str:
     return _terminal_svg([command, *output.rstrip("\n").splitlines()], "maestro-parallel")
 
 
-PICTURES: dict[str, Callable[[Path], str]] = {
+def report_plan(demo: Path) -> bytes:
+    """The HTML report of the demo run as a whole plan, photographed by a headless Chromium (PNG)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise Skipped("chromium is not installed (apt-get install chromium)")
+    _maestro(demo, "-q", "run", "--tasks-file", "tasks.json", "--concurrent-steps")
+    page = demo / "plan.html"
+    _maestro(demo, "report", "--plan", "--output", str(page))
+    shot = demo / "report-plan.png"
+    subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={demo / '.chromium'}", "--window-size=1100,1250",
+         f"--screenshot={shot}", page.as_uri()],
+        check=True, capture_output=True, cwd=demo, timeout=120,
+    )
+    return shot.read_bytes()
+
+
+PICTURES: dict[str, Callable[[Path], str | bytes]] = {
     "demo-run.svg": demo_run,
+    "report-plan.png": report_plan,
 }
 
 
@@ -66,9 +100,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="maestro-pictures-") as scratch:
             demo = Path(scratch) / "demo"
             shutil.copytree(DEMO, demo, ignore=shutil.ignore_patterns("parallel_groups", "tests.lock", "src", "web",
-                                                                     "migrations", "docs"))
-            (args.out / name).write_text(make(demo))
-        print(f"wrote {args.out / name}")
+                                                                     "migrations", "docs", "reports", "plan.json"))
+            try:
+                picture = make(demo)
+            except Skipped as why:
+                print(f"skipped {name}: {why}")
+                continue
+            target = args.out / name
+            if isinstance(picture, bytes):
+                target.write_bytes(picture)
+            else:
+                target.write_text(picture)
+        print(f"wrote {target}")
 
 
 if __name__ == "__main__":

@@ -260,6 +260,25 @@ def test_the_picture_script_draws_a_real_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     svg = (tmp_path / "demo-run.svg").read_text()
     assert svg.startswith("<svg") and "3/3" in svg
+    drawn = {path.name for path in tmp_path.iterdir()}
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        png = (tmp_path / "report-plan.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000  # a drawn page, not a blank one
+    else:
+        assert "skipped report-plan.png: chromium is not installed (apt-get install chromium)" in done.stdout
+        drawn.add("report-plan.png")
     # Every picture the site shows is one the script draws.
-    shown = set(re.findall(r"assets/([\w.-]+\.svg)", "".join(doc.read_text() for doc in DOCS)))
-    assert shown and shown <= {path.name for path in tmp_path.iterdir()}
+    shown = set(re.findall(r"assets/([\w.-]+\.(?:svg|png))", "".join(doc.read_text() for doc in DOCS)))
+    assert {"demo-run.svg", "report-plan.png"} <= shown <= drawn
+
+
+def test_the_report_photograph_is_skipped_with_a_reason_without_chromium(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("pictures", ROOT / "scripts" / "pictures.py")
+    assert spec is not None and spec.loader is not None
+    pictures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pictures)
+    assert set(pictures.PICTURES) == {"demo-run.svg", "report-plan.png"}
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser here
+    with pytest.raises(pictures.Skipped, match=r"^chromium is not installed \(apt-get install chromium\)$"):
+        pictures.report_plan(tmp_path)
