@@ -271,14 +271,14 @@ def test_a_tasks_file_cannot_name_the_reserved_group(repo: Path) -> None:
     assert runs(repo) == []
 
 
-def half_done(repo: Path) -> bool:
-    """The plan record has C and s1 complete, and group A holds a1 completed while a2 is running."""
+def half_done(repo: Path, complete: tuple[str, ...] = ("C", "_sequential:s1")) -> bool:
+    """The plan record has the ``complete`` steps completed, and group A holds a1 completed while a2 runs."""
     try:
         record = json.loads((repo / ".flow" / "maestro" / "plan.json").read_text())
     except (OSError, ValueError):
         return False
     steps = {s["step"]: s["status"] for s in record["steps"]}
-    if (steps.get("C"), steps.get("_sequential:s1")) != ("completed", "completed"):
+    if any(steps.get(step) != "completed" for step in complete):
         return False
     status = invoke(repo, "status", "--group-id", "A", "--json")
     if status.exit_code != 0:
@@ -324,3 +324,28 @@ def test_run_again_after_ctrl_c_continues_the_plan(repo: Path) -> None:
     assert json.loads((repo / ".flow" / "maestro" / "plan.json").read_text())["status"] == "completed"
     third = invoke(repo, "run", "--tasks-file", path)
     assert third.exit_code == 0 and "nothing to run" in third.stderr
+
+
+def test_run_again_after_a_crash_continues_the_plan(repo: Path) -> None:
+    plan = [task("a1", "sleep=0.1", group="A"), task("a2", "sleep=1.5", group="A"), task("c1", "sleep=0.1", group="C"),
+            task("b1", group="B", dependencies=["a2"])]
+    path = write(repo, plan)
+    command = [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), "run", "--tasks-file", path,
+               "--concurrent-steps", "--json"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not half_done(repo, complete=("C",)):
+            assert time.monotonic() < deadline and first.poll() is None, "the plan did not get there"
+            time.sleep(0.05)
+    finally:
+        first.kill()  # the coordinator dies at once; its agent a2 is left behind
+        first.wait(timeout=30)
+
+    second = invoke(repo, "run", "--tasks-file", path, "--concurrent-steps", "--json")
+    assert second.exit_code == 0, second.stderr
+    assert {s["step"]: s["status"] for s in json.loads(second.stdout)["steps"]} == {"A": "completed", "B": "completed"}
+    started = sorted(e["task"] for e in runs(repo) if e["event"] == "start")
+    assert started.count("a1") == 1 and started.count("c1") == 1 and started.count("b1") == 1
+    assert not any(pid_alive(e["pid"]) for e in runs(repo))
+
