@@ -76,6 +76,7 @@ def test_plan_benchmark_runs_and_prints_every_row() -> None:
     assert done.returncode == 0, done.stderr
     for row in ("| issue plan (5 steps) | run --concurrent-steps |", "| generated, 50 groups | run --concurrent-steps |",
                 "| issue plan (5 steps) | run (shared tree: one step at a time) |",
+                "| generated, 50 groups | run --concurrent-steps --max-agents 8 |",
                 "| generated, 50 groups | scheduler alone (anyio.sleep steps) |"):
         assert row in done.stdout
     assert results.read_bytes() == before  # only --write touches it

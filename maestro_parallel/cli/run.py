@@ -116,11 +116,11 @@ def run_command(
 
     A step starts as soon as every task it depends on outside itself is closed;
     sequential tasks run one at a time relative to each other.  Under worktree
-    isolation ready steps run at the same time; in a shared working tree they run
-    one at a time unless --concurrent-steps.  --max-agents caps the agents running
-    at once across all steps.  Running the plan again after a crash or Ctrl-C
-    continues it: what completed is not run again.  A failed step stops only what depends on it
-    (--halt-on-failure stops everything).  Exit codes: 0 everything completed,
+    isolation ready steps run at the same time; in a shared working tree they
+    run one at a time unless --concurrent-steps.  --max-agents caps the agents
+    running at once across all steps.  Running the plan again after a crash or
+    Ctrl-C continues it: what completed is not run again.  A failed step stops
+    only what depends on it (--halt-on-failure stops everything).  Exit codes: 0 everything completed,
     1 a step failed, 2 bad input or a dependency cycle, 3 some tasks could not
     run (blocked), 4 a group is busy, 130/143 interrupted.
     """
@@ -138,6 +138,11 @@ def run_command(
     for warning in marker_warnings([r.metadata for r in pending]):
         state.progress(f"warning: {warning}")
     durations = _durations(pending)
+    if not pending and not dry_run:
+        state.progress(f"nothing to run in {source}")
+        if as_json:
+            emit_json({"status": "completed", "steps": [], "remaining": []})
+        return ExitCode.OK
     concurrency = _concurrency(state, config, concurrent_steps)
     if dry_run:
         if as_json:
@@ -154,11 +159,6 @@ def run_command(
                 click.echo(line)
             click.echo(("steps run at the same time: " if concurrency.concurrent else "steps run one at a time: ")
                        + concurrency.reason)
-        return ExitCode.OK
-    if not pending:
-        state.progress(f"nothing to run in {source}")
-        if as_json:
-            emit_json({"status": "completed", "steps": [], "remaining": []})
         return ExitCode.OK
 
     limits = PlanLimits(
