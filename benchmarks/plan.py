@@ -195,9 +195,11 @@ def main() -> int:
     if args.write:
         results = ROOT / "benchmarks" / "RESULTS.md"
         old = results.read_text() if results.exists() else ""
-        if BEGIN in old and END in old:
-            old = old[: old.index(BEGIN)].rstrip("\n") + old[old.index(END) + len(END) :]
-        results.write_text(old.rstrip("\n") + f"\n\n{BEGIN}\n{text}\n{END}\n")
+        block = f"{BEGIN}\n{text}\n{END}"
+        if BEGIN in old and END in old:  # in place: the hand-written notes below the table stay below it
+            results.write_text(old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :])
+        else:
+            results.write_text(old.rstrip("\n") + f"\n\n{block}\n")
     return 0
 
 
