@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .governor import Outcome, classify, is_rate_limited_text
 from .markers import detect_subagent, is_safe_task_id
 from .models import TaskMetadata
 
@@ -242,15 +243,9 @@ def build_prompt(
 
 # --------------------------------------------------------------------------- verdicts
 
-_RATE_LIMIT = re.compile(
-    # "rate" must not end another word: "generate limits" and "accurate limit" are no rate limit.
-    rb"\b429\b|(?<![a-z])rate[ _-]?limit|too many requests|temporarily limiting|overloaded", re.IGNORECASE
-)
-
-
 def is_rate_limited(output: bytes) -> bool:
     """True when an agent's output says it was rate limited or the service was overloaded."""
-    return _RATE_LIMIT.search(output) is not None
+    return is_rate_limited_text(output)
 
 
 @dataclass
@@ -411,4 +406,10 @@ def judge(scanner: ResultScanner, returncode: int | None, *, describe: str, tail
         failure = f"{describe}{last}" if failure is None else f"{describe}: {failure}"
     if failure is None:
         return Verdict(True, None, extra)
-    return Verdict(False, failure, extra, retryable=is_rate_limited(tail if evidence is None else evidence))
+    if evidence is None:
+        outcome = classify(completed=False, text=tail)
+    elif scanner.result_format == "claude-json":
+        outcome = classify(completed=False, claude_result=scanner.claude_result)  # api_error_status first
+    else:
+        outcome = classify(completed=False, codex_failure=scanner.codex_failure)
+    return Verdict(False, failure, extra, retryable=outcome is Outcome.RATE_LIMITED)
