@@ -24,6 +24,7 @@ from .cli import (
     pass_state,
 )
 from .config import CONFIG_RELATIVE_PATH, config_template
+from .digest import SUMMARY_COMMAND_RELATIVE, SUMMARY_COMMAND_TEXT
 from .markers import is_safe_task_id
 from .store import GroupStore
 
@@ -160,20 +161,36 @@ def _wait_until_released(store: GroupStore, timeout: float) -> bool:
 
 
 @main.command()
-@click.option("--force", is_flag=True, help="Overwrite an existing config.toml.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--summary-command", is_flag=True,
+              help="Also write .claude/commands/flow/summary.md, the /flow:summary command the refresh runs "
+                   "(without it the refresh is the built-in digest); an existing config.toml is then kept.")
 @_json_option
 @pass_state
-def init(state: AppState, force: bool, as_json: bool) -> int:
+def init(state: AppState, force: bool, summary_command: bool, as_json: bool) -> int:
     """Write .flow/maestro/config.toml with every key at its default, commented."""
     path = state.repo_root / CONFIG_RELATIVE_PATH
-    if path.exists() and not force:
+    summary = state.repo_root / SUMMARY_COMMAND_RELATIVE
+    if summary_command and summary.exists() and not force:
+        raise CliError(f"{summary} already exists (--force to overwrite)", EXIT_FAILED)
+    write_config = force or not path.exists()
+    if not write_config and not summary_command:
         raise CliError(f"{path} already exists (--force to overwrite)", EXIT_FAILED)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(config_template())
-    os.replace(tmp, path)
+    written: list[Path] = []
+    for target, text, mode in ((path, config_template(), 0o700), (summary, SUMMARY_COMMAND_TEXT, 0o755)):
+        if (target is path and not write_config) or (target is summary and not summary_command):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True, mode=mode)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+        written.append(target)
     if as_json:
-        _emit_json({"path": str(path), "written": True})
+        document: dict[str, object] = {"path": str(path), "written": write_config}
+        if summary_command:
+            document["summary_command"] = str(summary)
+        _emit_json(document)
     else:
-        click.echo(f"wrote {path}")
+        for target in written:
+            click.echo(f"wrote {target}")
     return EXIT_OK

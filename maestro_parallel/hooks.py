@@ -11,13 +11,18 @@ import json
 import os
 import tomllib
 from configparser import ConfigParser, Error as ConfigParserError
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
 from .agents import resolve_executable
 from .config import Config
+from .digest import format_digest, gather_digest, refresh_output_problem, summary_command_defined, uses_builtin_digest
 from .errors import StateError
 from .logfiles import last_line, read_head
+from .models import TaskMetadata
 from .process import describe_returncode, run_command
 from .store import TestsLock
 
@@ -114,9 +119,23 @@ async def _run(
     return 0, None
 
 
-async def run_refresh(config: Config, repo_root: Path, log_path: Path) -> tuple[bool, str | None, str]:
-    """Run the refresh command; return (ok, warning, output for the prompts)."""
+async def run_refresh(
+    config: Config, repo_root: Path, log_path: Path, *, group_id: str | None = None,
+    tasks: Sequence[TaskMetadata] = (),
+) -> tuple[bool, str | None, str]:
+    """Run the refresh; return (ok, warning, output for the prompts).
+
+    The default command becomes the built-in digest when ``/flow:summary`` is not defined (and
+    under the codex preset).  A command's output must be usable: empty output, or a claude
+    failure printed with exit 0 (``Unknown command: /flow:summary``), fails the refresh.
+    """
     command = list(config.refresh.command)
+    defined = summary_command_defined(repo_root, Path(os.environ["HOME"]) if os.environ.get("HOME") else None)
+    if uses_builtin_digest(command, config.agent.preset, summary_defined=defined):
+        text = format_digest(await gather_digest(repo_root, group_id=group_id, tasks=tasks))
+        await anyio.Path(log_path).write_text(text, encoding="utf-8")
+        head = text.encode("utf-8")[: config.refresh.max_bytes].decode("utf-8", "ignore")
+        return True, None, head
     env = command_env(repo_root)
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
@@ -125,7 +144,12 @@ async def run_refresh(config: Config, repo_root: Path, log_path: Path) -> tuple[
                           timeout=config.refresh.timeout_seconds, grace=config.agent.grace_seconds)
     if error is not None:
         return False, f"context refresh failed: {error}", ""
-    return True, None, await read_head(log_path, config.refresh.max_bytes)
+    output = await read_head(log_path, config.refresh.max_bytes)
+    claude = config.agent.preset == "claude" or Path(command[0]).name == "claude"
+    problem = refresh_output_problem(output, claude=claude)
+    if problem is not None:
+        return False, f"context refresh failed: {problem}", ""
+    return True, None, output
 
 
 async def run_tests(

@@ -417,6 +417,9 @@ async def test_claudecode_never_reaches_an_agent_or_the_refresh(project: Path, m
     monkeypatch.setenv("CLAUDECODE", "1")
     # The default refresh command is `claude -p /flow:summary`: the fake claude answers it too.
     configure(project, preset_config().replace("[refresh]\nenabled = false", "[refresh]\nenabled = true"))
+    command = project / ".claude" / "commands" / "flow" / "summary.md"  # defined: the default refresh runs claude
+    command.parent.mkdir(parents=True)
+    command.write_text("Summarise the project.\n")
     meta = await run_group(project, [task("a"), task("b")])
 
     assert meta.status is TaskStatus.COMPLETED, meta.errors

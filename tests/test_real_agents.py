@@ -369,3 +369,52 @@ def test_codex_turn_that_never_completes_is_stopped_by_the_task_timeout(
     result = only(document)
     assert result["status"] == "failed" and result["error"].startswith("timed out after 4s")
     assert_nothing_survives(codex_project)
+
+
+# --------------------------------------------------------------------------- the refresh with the real claude
+
+
+def _enable_refresh(project: Project) -> None:
+    path = project.root / ".flow" / "maestro" / "config.toml"
+    path.write_text(path.read_text().replace("[refresh]\nenabled = false", "[refresh]\nenabled = true"))
+
+
+def test_claude_without_flow_summary_gets_the_digest_and_no_model_call_is_spent_on_it(
+    claude_project: Project, claude_api: AnthropicStandIn
+) -> None:
+    _enable_refresh(claude_project)
+    claude_api.script(Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "Do it")])
+
+    assert code == 0, document
+    assert document["pre_group_refresh_completed"] is True
+    assert len(claude_api.model_requests) == 1  # the task's session only
+    assert "Built-in project digest" in request_text(claude_api) and "Branch: main at" in request_text(claude_api)
+
+
+def test_claude_with_flow_summary_from_init_runs_it_and_its_answer_reaches_the_prompts(
+    claude_project: Project, claude_api: AnthropicStandIn
+) -> None:
+    init = subprocess.run([sys.executable, "-m", "maestro_parallel", "--repo-root", str(claude_project.root), "init",
+                           "--summary-command"], env=claude_project.env, capture_output=True, text=True)
+    assert init.returncode == 0, init.stderr
+    _enable_refresh(claude_project)
+    claude_api.script(Turn.say("STATE-FROM-MODEL: three services, tests green."), Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "Do it")])
+
+    assert code == 0, document
+    assert document["pre_group_refresh_completed"] is True
+    assert len(claude_api.model_requests) == 2
+    assert "Summarise the current state of this repository" in request_text(claude_api, 0)
+    assert "STATE-FROM-MODEL: three services, tests green." in request_text(claude_api, 1)
+
+
+def test_codex_gets_the_digest_by_default(codex_project: Project, codex_api: OpenAIStandIn) -> None:
+    _enable_refresh(codex_project)
+    codex_api.script(Turn.say("Done."))
+    code, document = codex_project.execute([task("t1", "Do it")])
+
+    assert code == 0, document
+    assert document["pre_group_refresh_completed"] is True
+    assert len(codex_api.model_requests) == 1
+    assert "Built-in project digest" in request_text(codex_api)
