@@ -41,6 +41,7 @@ from .config import AgentSettings
 from .errors import StateError, TrackerError
 from .events import SCHEMA_VERSION, apply_event, make_event
 from .hooks import command_env, run_refresh, run_tests
+from .subagents import AgentFile, agent_flag, scan_agent_files
 from .logfiles import append_bytes, file_size, read_head, read_tail, scan_log
 from .markers import is_safe_task_id
 from .models import GroupMetadata, GroupPhase, TaskStatus
@@ -80,6 +81,7 @@ class LaunchPlan:
     warnings: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)  # filled in by GroupRun._prepare_all
     env: dict[str, str] = field(default_factory=dict)
+    agent_args: list[str] = field(default_factory=list)  # ["--agent", name] when the subagent is applied
     problem: str | None = None  # why it cannot launch, once prepared
     prepared: anyio.Event = field(default_factory=anyio.Event)
 
@@ -173,6 +175,7 @@ class GroupRun:
         self._base_env: dict[str, dict[str, str]] = {}
         self._skill_cache: dict[str, str | None] = {}
         self._executables: dict[tuple[str, str], str | None] = {}
+        self._agent_files: dict[str, AgentFile] = {}  # .claude/agents, read in phase 1
         self.next_launch = 0.0
         self.to_launch = 0
         self.launched: set[str] = set()
@@ -361,9 +364,9 @@ class GroupRun:
                 await self.emit("task_finished", task_id=record.task_id, status="failed", exit_code=None,
                                 error=f"dependency check failed: {exc}")
             return []
-        available = available_subagents(
-            [self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"]
-        )
+        agent_folders = [self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"]
+        available = available_subagents(agent_folders)
+        self._agent_files = scan_agent_files(agent_folders)
         plans: list[LaunchPlan] = []
         for record in pending:
             plan = self._plan(record, available)
@@ -414,7 +417,11 @@ class GroupRun:
         if key not in self._executables:  # resolved once per subagent, not once per task
             path = settings.env.get("PATH", os.environ.get("PATH"))
             self._executables[key] = resolve_executable(program, repo_root=self.repo_root, path=path)
-        return LaunchPlan(record, subagent, settings, self._executables[key], config_key, warnings)
+        agent_args, warning = agent_flag(settings.preset, subagent, self._agent_files)
+        warnings += [warning] if warning else []
+        plan = LaunchPlan(record, subagent, settings, self._executables[key], config_key, warnings)
+        plan.agent_args = agent_args
+        return plan
 
     def _values(self, record: TaskRecord, subagent: str, *, prompt: str, prompt_file: str) -> dict[str, str]:
         return {
@@ -586,7 +593,7 @@ class GroupRun:
             for index, plan in enumerate(plans):
                 skills, missing = await self._load_skills(plan.record)
                 prompt = build_prompt(task=plan.record.metadata, subagent=plan.subagent, group_id=self.group_id,
-                                      context=self.context, skills=skills)
+                                      context=self.context, skills=skills, applied=bool(plan.agent_args))
                 batch.append((plan, skills, missing, prompt))
                 if len(batch) >= size or index == len(plans) - 1:
                     await self._write_prompts(batch)
@@ -626,7 +633,7 @@ class GroupRun:
         """Fill in the plan's argv and environment; the reason it cannot launch, or None."""
         record, settings = plan.record, plan.settings
         values = self._values(record, plan.subagent, prompt=prompt, prompt_file=str(prompt_path))
-        argv = render_argv(settings.command, values)
+        argv = render_argv(settings.command, values) + plan.agent_args
         argv[0] = plan.executable or argv[0]
         size = oversized_argument(argv)
         if size is not None:

@@ -565,7 +565,12 @@ async def test_fallbacks_reach_the_agent(project: Path) -> None:
         call = only_call(project, task_id)
         assert results[task_id]["subagent"] == subagent
         assert call["env"]["MAESTRO_SUBAGENT"] == subagent
-        assert call["argv"][1].startswith(f"Use the `{subagent}` subagent for this task.")
+        if task_id == "none":  # not defined: named in the prompt
+            assert call["argv"][1].startswith(f"Use the `{subagent}` subagent for this task.")
+            assert "--agent" not in call["argv"]
+        else:  # defined in .claude/agents (repository or home): applied with --agent
+            assert call["argv"][1].startswith(f"You are the `{subagent}` subagent.")
+            assert call["argv"][-2:] == ["--agent", subagent]
     assert results["fb"]["warnings"] == [
         "subagent 'ghost' is not defined in .claude/agents", "using fallback subagent 'api-dev'"]
     assert results["home"]["warnings"] == []

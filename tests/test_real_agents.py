@@ -418,3 +418,69 @@ def test_codex_gets_the_digest_by_default(codex_project: Project, codex_api: Ope
     assert document["pre_group_refresh_completed"] is True
     assert len(codex_api.model_requests) == 1
     assert "Built-in project digest" in request_text(codex_api)
+
+
+# --------------------------------------------------------------------------- subagents applied with --agent
+
+
+def _agent(folder: Path, file: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{file}.md").write_text(text)
+
+
+@pytest.mark.parametrize("where", ["repo", "home"])
+def test_claude_runs_a_defined_subagent_with_agent_and_its_definition_reaches_the_model(
+    claude_project: Project, claude_api: AnthropicStandIn, where: str
+) -> None:
+    folder = (claude_project.root if where == "repo" else claude_project.home) / ".claude" / "agents"
+    _agent(folder, "backend-architect", "---\nname: backend-architect\ndescription: Designs backends\n---\n"
+           "You are ARCHITECT-DEFINITION-7f3a, a careful backend designer.\n")
+    claude_api.script(Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "Add the api endpoint", metadata={
+        "subagent_type": "backend-architect"})])
+
+    assert code == 0, document
+    assert only(document)["subagent"] == "backend-architect" and only(document)["warnings"] == []
+    assert "ARCHITECT-DEFINITION-7f3a" in claude_api.system_text(0)
+    assert "You are the `backend-architect` subagent." in request_text(claude_api)
+
+
+def test_claude_names_an_undefined_subagent_in_the_prompt(claude_project: Project, claude_api: AnthropicStandIn) -> None:
+    _agent(claude_project.root / ".claude" / "agents", "other", "---\nname: other\ndescription: d\n---\nOTHER-9\n")
+    claude_api.script(Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "Do it", metadata={
+        "subagent_type": "ghost", "fallback_agents": []})])
+
+    assert code == 0, document
+    assert "Use the `backend-architect` subagent for this task." in request_text(claude_api)
+    assert "OTHER-9" not in claude_api.system_text(0)
+
+
+def test_claude_subagent_with_broken_front_matter_runs_with_the_prompt_line_and_a_warning(
+    claude_project: Project, claude_api: AnthropicStandIn
+) -> None:
+    # The real CLI would not load this file: "--agent 'api-dev' not found".  maestro keeps the task alive.
+    _agent(claude_project.root / ".claude" / "agents", "api-dev", "---\nname: api-dev\ndescription: APIs\nBROKEN-5\n")
+    claude_api.script(Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "Do it", metadata={"subagent_type": "api-dev"})])
+
+    assert code == 0, document
+    result = only(document)
+    assert result["status"] == "completed" and result["subagent"] == "api-dev"
+    assert result["warnings"] == [
+        f"subagent 'api-dev': {claude_project.root / '.claude/agents/api-dev.md'} is not loadable by claude "
+        "(its front matter is never closed by ---); named in the prompt instead of --agent"]
+    assert "Use the `api-dev` subagent for this task." in request_text(claude_api)
+
+
+def test_claude_agent_not_found_is_the_tasks_error(claude_project: Project, claude_api: AnthropicStandIn) -> None:
+    # A command that always passes --agent (the preset kept): the real CLI's own line is the error.
+    command = ["claude", "-p", "{prompt}", "--output-format", "json", "--permission-mode", "acceptEdits",
+               "--agent", "{subagent}"]
+    claude_project.configure("claude", command=command)
+    code, document = claude_project.execute([task("t1", "Do it", metadata={"subagent_type": "ghost"})])
+
+    assert code == 1
+    error = only(document)["error"]
+    assert error.startswith("exit code 1: --agent 'ghost' not found. Available agents: "), error
+    assert claude_api.model_requests == []
