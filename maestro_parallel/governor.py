@@ -144,7 +144,7 @@ class Governor:
             wait = state.backoff_until - anyio.current_time()
             if wait > 0:
                 with anyio.move_on_after(wait):
-                    await state.changed.wait()  # a longer backoff may be set meanwhile: look again
+                    await state.changed.wait()  # woken by any change: look again
                 continue
             if state.running < state.limit:
                 break
