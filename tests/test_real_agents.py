@@ -484,3 +484,23 @@ def test_claude_agent_not_found_is_the_tasks_error(claude_project: Project, clau
     error = only(document)["error"]
     assert error.startswith("exit code 1: --agent 'ghost' not found. Available agents: "), error
     assert claude_api.model_requests == []
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+def test_claude_over_its_max_budget_fails_with_the_budget_in_the_error(
+    claude_project: Project, claude_api: AnthropicStandIn
+) -> None:
+    # What budget.budget_args adds to the claude preset's argv for [agent].max_budget_usd.
+    command = ["claude", "-p", "{prompt}", "--output-format", "json", "--permission-mode", "acceptEdits",
+               "--max-budget-usd", "0.0001"]
+    claude_project.configure("claude", command=command, retries=2)
+    claude_api.script(Turn.tool("Write", file_path=str(claude_project.root / "a.txt"), content="x\n"), Turn.say("ok"))
+    code, document = claude_project.execute([task("t1", "Do it")])
+
+    assert code == 1
+    result = only(document)
+    assert result["status"] == "failed" and result["attempts"] == 1  # a spent budget is never retried
+    assert result["error"] == "exit code 1: agent reported error_max_budget_usd: Reached maximum budget ($0.0001)"
+    assert result["cost_usd"] > 0.0001
