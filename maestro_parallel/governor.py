@@ -3,8 +3,9 @@
 When one agent is rate limited, every other agent of the same preset is about to be too: they share
 an account and an API.  So instead of each task backing off on its own (and the others hammering on),
 every pending launch and retry of that preset waits out one shared backoff, and the number of agents
-allowed to run at once halves (never below 1), growing back by one per success up to ``max_parallel``
-— additive increase, multiplicative decrease, as TCP does for the same reason.
+allowed to run at once halves (never below 1, and never below the agents the API is still serving),
+growing back by one per success up to ``max_parallel`` — additive increase, multiplicative decrease,
+as TCP does for the same reason.  A success ends the backoff: the API is serving again.
 
 :func:`classify` is the pure decision on what an agent's run says (rate limited, failed, succeeded);
 :class:`Governor` only orchestrates waiting.  Usage::
@@ -157,18 +158,30 @@ class Governor:
             state.notify()
 
     def report(self, preset: str, outcome: Outcome) -> None:
-        """Take one run's outcome: a rate limit backs everyone off and halves the limit; a success grows it."""
+        """Take one finished run's outcome (report after leaving the slot).
+
+        A rate limit opens a shared backoff (doubling while rate limits continue) and halves the
+        limit once per backoff window — but never below the number of agents the API is still
+        serving, since those were admitted: within a window each further rate limit lowers the
+        limit to that number.  A success ends the backoff (the API serves again) and grows the limit
+        by one when the limit was what held agents back.
+        """
         state = self._state(preset)
         now = anyio.current_time()
         if outcome is Outcome.RATE_LIMITED:
             state.rate_limits += 1
-            if now >= state.backoff_until:  # one halving per backoff window, not one per agent that hit it
-                current = state.limit if state.limit != math.inf else state.running + 1
-                state.limit = max(1.0, float(int(current) // 2))
+            survivors = state.running
+            if state.limit == math.inf:
+                state.limit = float(survivors + 1)  # the first rate limit: what ran, this one included
+            if now >= state.backoff_until:
+                state.limit = max(1.0, min(state.limit, float(max(survivors, int(state.limit) // 2))))
                 state.consecutive += 1
                 state.backoff_until = now + next_backoff(state.consecutive, base=self._base, cap=self._cap)
+            else:
+                state.limit = max(1.0, min(state.limit, float(survivors)))
         elif outcome is Outcome.SUCCESS:
             state.consecutive = 0
-            if state.limit != math.inf:
+            state.backoff_until = min(state.backoff_until, now)
+            if state.limit != math.inf and state.running + 1 >= state.limit:
                 state.limit = min(state.ceiling, state.limit + 1)
         state.notify()

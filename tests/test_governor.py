@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from maestro_parallel.governor import Governor, Outcome, classify, is_rate_limited_text, next_backoff
@@ -83,21 +84,67 @@ async def test_never_more_agents_than_the_limit() -> None:
     assert peak == 3 and governor.running("claude") == 0
 
 
-async def test_a_rate_limit_halves_the_limit_once_per_backoff_and_successes_grow_it_back() -> None:
+class Holders:
+    """Real anyio tasks holding slots of a preset until released."""
+
+    def __init__(self, governor: Governor, tg: anyio.abc.TaskGroup, preset: str = "claude") -> None:
+        self.governor, self.tg, self.preset = governor, tg, preset
+        self.release = anyio.Event()
+
+    async def hold(self, count: int) -> None:
+        for _ in range(count):
+            self.tg.start_soon(self._hold)
+        while self.governor.running(self.preset) < count:
+            await anyio.sleep(0.005)
+
+    async def _hold(self) -> None:
+        async with self.governor.slot(self.preset):
+            await self.release.wait()
+
+    def done(self) -> None:
+        self.release.set()
+
+
+async def test_a_rate_limit_halves_the_limit_but_never_below_the_agents_still_served() -> None:
     governor = Governor(8, base_delay=0.2)
-    governor.report("claude", RL)
-    assert governor.limit("claude") == 4
-    governor.report("claude", RL)  # a second agent hit by the same wave: no second halving
-    assert governor.limit("claude") == 4 and governor.rate_limits("claude") == 2
-    for expected in (2, 1, 1):  # each new window halves again, never below 1
-        await anyio.sleep(governor.backoff_remaining("claude") + 0.01)
+    async with anyio.create_task_group() as tg:
+        holders = Holders(governor, tg)
+        await holders.hold(2)
         governor.report("claude", RL)
-        assert governor.limit("claude") == expected
-    for expected in (2, 3, 4, 5, 6, 7, 8, 8):  # one per success, up to max_parallel
+        assert governor.limit("claude") == 4  # halved: 2 still served is below half
+        governor.report("claude", RL)  # another one of the same wave: no second halving...
+        assert governor.limit("claude") == 2  # ...but never more than the API still serves
+        await anyio.sleep(governor.backoff_remaining("claude") + 0.01)
+        governor.report("claude", RL)  # a new window: half of 2 is 1, yet 2 are served
+        assert governor.limit("claude") == 2 and governor.rate_limits("claude") == 3
+        holders.done()
+    await anyio.sleep(governor.backoff_remaining("claude") + 0.01)
+    governor.report("claude", RL)  # nobody served: halved, never below 1
+    assert governor.limit("claude") == 1
+    await anyio.sleep(governor.backoff_remaining("claude") + 0.01)
+    governor.report("claude", RL)
+    assert governor.limit("claude") == 1
+
+
+async def test_a_success_ends_the_backoff_and_grows_a_binding_limit_back_to_max_parallel() -> None:
+    governor = Governor(3, base_delay=30)
+    governor.report("claude", RL)
+    assert governor.limit("claude") == 1 and governor.backoff_remaining("claude") > 29
+    governor.report("claude", SUCCESS)  # the one permitted agent succeeded: the API serves again
+    assert governor.backoff_remaining("claude") == 0 and governor.limit("claude") == 2
+    governor.report("claude", SUCCESS)  # the limit held nobody back (nothing else runs): no growth
+    assert governor.limit("claude") == 2
+    async with anyio.create_task_group() as tg:
+        holders = Holders(governor, tg)
+        await holders.hold(1)
+        governor.report("claude", SUCCESS)  # 1 running + this one = the limit: it was binding
+        assert governor.limit("claude") == 3
+        await holders.hold(2)
         governor.report("claude", SUCCESS)
-        assert governor.limit("claude") == expected
+        assert governor.limit("claude") == 3  # max_parallel
+        holders.done()
     governor.report("claude", FAILED)  # an ordinary failure says nothing about capacity
-    assert governor.limit("claude") == 8
+    assert governor.limit("claude") == 3
 
 
 async def test_the_backoff_doubles_while_rate_limits_continue_and_resets_on_success() -> None:
@@ -157,20 +204,12 @@ async def test_a_waiter_starts_the_moment_a_slot_frees() -> None:
     assert entered and entered[0] - released_at < 0.1
 
 
-async def test_without_max_parallel_the_first_rate_limit_halves_what_runs() -> None:
+async def test_without_max_parallel_the_first_rate_limit_sets_a_limit_from_what_runs() -> None:
     governor = Governor(0, base_delay=0.05)
     assert governor.limit("claude") == math.inf
-    hold = anyio.Event()
-
-    async def agent() -> None:
-        async with governor.slot("claude"):
-            await hold.wait()
-
     async with anyio.create_task_group() as tg:
-        for _ in range(5):
-            tg.start_soon(agent)
-        await anyio.sleep(0.05)
-        assert governor.running("claude") == 5
+        holders = Holders(governor, tg)
+        await holders.hold(5)
         governor.report("claude", RL)  # a sixth agent, just out of its slot, was rate limited
-        assert governor.limit("claude") == 3
-        hold.set()
+        assert governor.limit("claude") == 5  # half of 6 is 3, but 5 are still served
+        holders.done()

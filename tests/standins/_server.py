@@ -67,8 +67,16 @@ class Recorded:
 class StandIn:
     """A scripted model API on ``http://127.0.0.1:<port>``; use as a context manager."""
 
-    def __init__(self, turns: list[Turn] | None = None) -> None:
+    def __init__(self, turns: list[Turn] | None = None, *, admit: int = 0, session_seconds: float = 0.0) -> None:
+        """``admit`` > 0: a capacity mode — at most ``admit`` model requests in flight, each answered
+        after ``session_seconds`` with the script's turn; one more is answered 429 at once."""
         self.turns: list[Turn] = list(turns or [Turn.say("done")])
+        self.admit = admit
+        self.session_seconds = session_seconds
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.admitted = 0
+        self.rejected = 0
         self.requests: list[Recorded] = []
         self.model_requests: list[Recorded] = []
         self._lock = threading.Lock()
@@ -114,6 +122,27 @@ class StandIn:
             turn = self.turns[min(self._next, len(self.turns) - 1)]
             self._next += 1
             return turn
+
+    def serve_within_capacity(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
+        """The capacity mode: admit up to ``admit`` sessions at once, 429 beyond them."""
+        with self._lock:
+            admitted = self.in_flight < self.admit
+            if admitted:
+                self.in_flight += 1
+                self.admitted += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            else:
+                self.rejected += 1
+        if not admitted:
+            self.answer(handler, Turn.error(429, "capacity exceeded"), body)
+            return
+        try:
+            if self.wait_stopped(self.session_seconds):
+                return
+            self.answer(handler, self.take_turn(), body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def wait_stopped(self, seconds: float) -> bool:
         """Block a handler (a hang) until the stand-in closes or ``seconds`` pass; True when closed."""
@@ -179,6 +208,9 @@ def _make_handler(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             try:
                 if not model:
                     stand_in.side_request(self, self.command, self.path, body)
+                    return
+                if stand_in.admit > 0:
+                    stand_in.serve_within_capacity(self, body)
                     return
                 turn = stand_in.take_turn()
                 if turn.delay and stand_in.wait_stopped(turn.delay):
