@@ -149,9 +149,9 @@ def format_digest(digest: Digest) -> str:
             lines += ["", "Recent commits:", *(f"- {c}" for c in digest.commits)]
         if digest.changes:
             shown = digest.changes[:_MAX_CHANGED]
-            more = len(digest.changes) - len(shown)
+            hidden = len(digest.changes) - len(shown)
             lines += ["", f"Working tree: {_plural(len(digest.changes), 'uncommitted change')}:",
-                      *(f"- {c}" for c in shown)] + ([f"- ... and {more} more"] if more else [])
+                      *(f"- {c}" for c in shown)] + ([f"- ... and {hidden} more"] if hidden else [])
         else:
             lines += ["", "Working tree: clean."]
     others = [g for g in digest.groups if g.group_id != digest.group_id]
