@@ -504,3 +504,19 @@ def test_claude_over_its_max_budget_fails_with_the_budget_in_the_error(
     assert result["status"] == "failed" and result["attempts"] == 1  # a spent budget is never retried
     assert result["error"] == "exit code 1: agent reported error_max_budget_usd: Reached maximum budget ($0.0001)"
     assert result["cost_usd"] > 0.0001
+
+
+def test_claude_refresh_that_fails_at_the_api_is_a_warning_and_no_state(
+    claude_project: Project, claude_api: AnthropicStandIn
+) -> None:
+    (claude_project.root / ".claude" / "commands" / "flow").mkdir(parents=True)
+    (claude_project.root / ".claude" / "commands" / "flow" / "summary.md").write_text("Summarise the project.\n")
+    _enable_refresh(claude_project)
+    claude_api.script(Turn.error(500), Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "Do it")])
+
+    assert code == 0, document
+    assert document["pre_group_refresh_completed"] is False
+    warning = only(document)["warnings"][0]
+    assert warning.startswith("context refresh failed: exit code 1: API Error: 500"), warning
+    assert "(no project summary is available)" in request_text(claude_api, 1)
