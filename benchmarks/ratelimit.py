@@ -15,9 +15,10 @@ Strategies:
 - ``governor``: one shared backoff per preset and an adaptive concurrency limit
   (``maestro_parallel.governor``).  The governor exists and is tested on its own, but the group
   run does not use it yet; until it does, this strategy is reported as not available.
-- ``governor-sim``: a preview of the governor without maestro's group run: N anyio tasks each
-  launch the same agent process under ``governor.slot("claude")``, classify its result with
-  ``governor.classify`` and report it, retrying rate limits (same stand-in, same agent).
+- ``per-task-sim`` and ``governor-sim``: a preview without maestro's group run, side by side: N anyio
+  tasks each make the session's request (in a worker thread, so process start-up is not measured),
+  classify the answer with ``governor.classify``, and retry rate limits — each on its own with
+  today's backoff, or under ``governor.slot("claude")`` reporting to one shared governor.
 
 The agent is ``--agent mini`` (default): a small Python program that makes one streaming request
 and prints a Claude-shaped result object (``api_error_status`` 429 on a rate limit), so the
@@ -38,6 +39,8 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +71,7 @@ MINI_AGENT = textwrap.dedent('''
     sys.exit(1 if result["is_error"] else 0)
 ''')
 
-STRATEGIES = ("per-task", "governor", "governor-sim")
+STRATEGIES = ("per-task", "governor", "per-task-sim", "governor-sim")
 
 
 @dataclass
@@ -138,47 +141,67 @@ def run_strategy(strategy: str, *, n: int, k: int, seconds: float, agent: str, r
         return Outcome(strategy, makespan, api.rejected, api.peak_in_flight, completed, proc.returncode)
 
 
-async def _simulate(n: int, env: dict[str, str], repo: Path, base_delay: float) -> int:
-    """The governor around the agent processes, as the group run will use it; the tasks completed."""
+def _request(url: str) -> dict[str, object]:
+    """One model request, judged as Claude Code reports it (the result object's fields the verdict reads)."""
+    body = json.dumps({"model": "claude-sonnet-4-5", "stream": True, "max_tokens": 64,
+                       "messages": [{"role": "user", "content": "answer briefly"}]}).encode()
+    request = urllib.request.Request(url + "/v1/messages?beta=true", body, {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+        return {"is_error": False, "api_error_status": None, "result": "done"}
+    except urllib.error.HTTPError as exc:
+        return {"is_error": True, "api_error_status": exc.code, "result": f"API Error: ({exc.code})"}
+
+
+async def _simulate(strategy: str, n: int, url: str, base_delay: float) -> int:
+    """N sessions in one process, scheduled by the governor or by per-task backoff; the sessions completed.
+
+    Requests run in worker threads, so what is measured is the scheduling, not process start-up.
+    """
+    import random
+
     import anyio
 
     from maestro_parallel.governor import Governor, Outcome as Verdict, classify
 
     governor = Governor(0, base_delay=base_delay)
-    prompt = repo / "prompt.md"
-    prompt.write_text("answer briefly\n")
+    threads = anyio.CapacityLimiter(n)
     completed = 0
 
-    async def task() -> None:
+    async def session() -> None:
         nonlocal completed
+        attempt = 0
         while True:
-            async with governor.slot("claude"):
-                result = await anyio.run_process([sys.executable, "mini_agent.py", str(prompt)], cwd=repo, env=env,
-                                                 check=False)
-            report = json.loads(result.stdout.decode().strip().splitlines()[-1])
-            outcome = classify(completed=result.returncode == 0 and not report["is_error"], claude_result=report)
-            governor.report("claude", outcome)
+            attempt += 1
+            if strategy == "governor-sim":
+                async with governor.slot("claude"):
+                    report = await anyio.to_thread.run_sync(_request, url, limiter=threads)
+            else:
+                report = await anyio.to_thread.run_sync(_request, url, limiter=threads)
+            outcome = classify(completed=not report["is_error"], claude_result=report)
+            if strategy == "governor-sim":
+                governor.report("claude", outcome)
             if outcome is not Verdict.RATE_LIMITED:
                 completed += outcome is Verdict.SUCCESS
                 return
+            if strategy != "governor-sim":  # today's rule: 2 s x 2^(n-1), capped at 60 s, x 0.5-1.5
+                await anyio.sleep(min(60.0, 2.0 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
 
     async with anyio.create_task_group() as tg:
         for _ in range(n):
-            tg.start_soon(task)
+            tg.start_soon(session)
     return completed
 
 
-def simulate_governor(*, n: int, k: int, seconds: float, base_delay: float) -> Outcome:
+def simulate(strategy: str, *, n: int, k: int, seconds: float, base_delay: float) -> Outcome:
     import anyio
 
-    with tempfile.TemporaryDirectory(prefix="maestro-ratelimit-") as tmp, \
-            AnthropicStandIn([Turn.say("done")], admit=k, session_seconds=seconds) as api:
-        repo, _ = _project(Path(tmp), n, "mini", 0)
-        env = {**os.environ, **environment(api.url, home=tmp)}
+    with AnthropicStandIn([Turn.say("done")], admit=k, session_seconds=seconds) as api:
         started = time.monotonic()
-        completed = anyio.run(_simulate, n, env, repo, base_delay)
-        return Outcome("governor-sim", time.monotonic() - started, api.rejected, api.peak_in_flight, completed, 0,
-                       "in-process preview, not through maestro")
+        completed = anyio.run(_simulate, strategy, n, api.url, base_delay)
+        return Outcome(strategy, time.monotonic() - started, api.rejected, api.peak_in_flight, completed, 0,
+                       "in-process, sessions are requests (no process start-up)")
 
 
 def main() -> int:
@@ -198,9 +221,9 @@ def main() -> int:
     print(f"{'strategy':<10} {'makespan':>9} {'x ideal':>8} {'429s':>6} {'peak':>5} {'completed':>10}  note")
     failed = False
     for strategy in strategies:
-        if strategy == "governor-sim":
-            o = simulate_governor(n=args.tasks, k=args.admit, seconds=args.session_seconds,
-                                  base_delay=args.base_delay)
+        if strategy.endswith("-sim"):
+            o = simulate(strategy, n=args.tasks, k=args.admit, seconds=args.session_seconds,
+                         base_delay=args.base_delay)
         else:
             o = run_strategy(strategy, n=args.tasks, k=args.admit, seconds=args.session_seconds, agent=args.agent,
                              retries=args.retries)

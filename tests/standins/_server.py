@@ -89,7 +89,7 @@ class StandIn:
 
     def __enter__(self) -> StandIn:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="stand-in", daemon=True)
         self._thread.start()
@@ -158,6 +158,11 @@ class StandIn:
 
     def side_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: Any) -> None:
         send_json(handler, 200, {})
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 resets connections when dozens of agents connect at once.
+    request_queue_size = 256
 
 
 def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
