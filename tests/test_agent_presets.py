@@ -226,11 +226,14 @@ async def test_an_error_subtype_with_exit_0_fails_the_task(project: Path, subtyp
 
     assert meta.status is TaskStatus.FAILED
     bad = by_id(meta)["bad"]
+    reported = last_json_line(log_of(project, "bad"), "result")
+    # A failure without a result text is explained by its errors, when it has any.
+    error = f"agent reported {subtype}" + (f": {'; '.join(reported['errors'])}" if reported["errors"] else "")
     assert bad["status"] == "failed" and bad["exit_code"] == 0
-    assert bad["error"] == f"agent reported {subtype}"
+    assert bad["error"] == error
     assert bad["attempts"] == 1, "a reported failure is not a rate limit: no retry"
-    assert bad["session_id"] == last_json_line(log_of(project, "bad"), "result")["session_id"]
-    assert meta.errors == [f"bad: agent reported {subtype}"]
+    assert bad["session_id"] == reported["session_id"]
+    assert meta.errors == [f"bad: {error}"]
     assert by_id(meta)["good"]["status"] == "completed"
 
 
