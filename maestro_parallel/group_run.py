@@ -41,7 +41,6 @@ from .config import AgentSettings
 from .errors import StateError, TrackerError
 from .events import SCHEMA_VERSION, apply_event, make_event
 from .hooks import command_env, run_refresh, run_tests
-from .subagents import AgentFile, agent_flag, scan_agent_files
 from .logfiles import append_bytes, file_size, read_head, read_tail, scan_log
 from .markers import is_safe_task_id
 from .models import GroupMetadata, GroupPhase, TaskStatus
@@ -55,6 +54,7 @@ from .process import (
     stop_processes_by_environment,
 )
 from .store import GroupStore, SnapshotWriter
+from .subagents import AgentFile, agent_flag, scan_agent_files
 from .tasks import TaskRecord
 
 if TYPE_CHECKING:

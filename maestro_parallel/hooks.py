@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from configparser import ConfigParser, Error as ConfigParserError
 from collections.abc import Sequence
+from configparser import ConfigParser, Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
 
