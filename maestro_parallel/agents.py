@@ -391,8 +391,9 @@ def judge(scanner: ResultScanner, returncode: int | None, *, describe: str, tail
             if result.get("is_error") is True or subtype != "success":
                 # ``result`` is null on some failures (error_max_budget_usd): then its ``errors`` explain it.
                 detail = result.get("result") if isinstance(result.get("result"), str) else ""
-                errors = result.get("errors") if isinstance(result.get("errors"), list) else []
-                detail = detail or "; ".join(e if isinstance(e, str) else json.dumps(e) for e in errors)
+                errors = result.get("errors")
+                if not detail and isinstance(errors, list):
+                    detail = "; ".join(e if isinstance(e, str) else json.dumps(e) for e in errors)
                 # Claude reports API errors as subtype "success" with is_error true: never say "success".
                 what = subtype if isinstance(subtype, str) and subtype and subtype != "success" else "an error"
                 failure = f"agent reported {what}" + (f": {detail[:300]}" if detail else "")
