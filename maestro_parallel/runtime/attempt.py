@@ -152,7 +152,14 @@ class Attempts:
             self.closed_by_tracker.discard(task_id)
             return Verdict(True, None, {"closed": True, "closed_by_agent": True}), result.returncode
         if result.timed_out:
-            return Verdict(False, f"timed out after {settings.timeout_seconds:g}s", {}), result.returncode
+            error = f"timed out after {settings.timeout_seconds:g}s"
+            if settings.result_format == "codex-jsonl":  # say why: Codex retries a dead API without end
+                if settings.max_log_bytes <= 0:
+                    await scan_log(log_path, offset, scanner)
+                scanner.finish()
+                if not scanner.codex_turns_completed:
+                    error += " (no turn completed)"
+            return Verdict(False, error, {}), result.returncode
         if result.returncode == 0 and settings.result_format == "exit-code":
             return Verdict(True, None, {}), 0  # nothing in the log can change this verdict
         if settings.max_log_bytes <= 0:

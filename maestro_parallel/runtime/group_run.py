@@ -23,6 +23,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ..agents import available_subagents
+from ..agents.subagents import scan_agent_files
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
@@ -180,7 +181,13 @@ class GroupRun:
     async def _pre_execution(self) -> list[LaunchPlan]:
         self.context = None
         if self.config.refresh.enabled:
-            ok, warning, output = await run_refresh(self.config, self.repo_root, self.store.log_path("_refresh"))
+            ok, warning, output = await run_refresh(
+                self.config,
+                self.repo_root,
+                self.store.log_path("_refresh"),
+                self.group_id,
+                tasks=[r.metadata for r in self.records],
+            )
             await self.emit(
                 "refresh_finished", ok=ok, error=warning, log_path=self.store.relative(self.store.log_path("_refresh"))
             )
@@ -211,7 +218,9 @@ class GroupRun:
                     error=f"dependency check failed: {exc}",
                 )
             return []
-        available = available_subagents([self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"])
+        agent_folders = [self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"]
+        available = available_subagents(agent_folders)
+        self.launcher.agent_files = scan_agent_files(agent_folders)
         plans: list[LaunchPlan] = []
         for record in pending:
             plan = self.launcher.plan(record, available)
