@@ -23,10 +23,11 @@ __all__ = ("BudgetLimits", "Spending", "budget_args", "budget_exhausted", "budge
 
 
 def format_usd(value: float) -> str:
-    """``$1.50``; small amounts keep their digits (``$0.0008``), never shown as ``$0.00``."""
+    """``$1.50``; small amounts keep their first digit (``$0.0008``, ``$0.000001``), never ``$0.00``."""
     if value == 0 or abs(value) >= 0.01:
         return f"${value:.2f}"
-    return f"${value:.4f}".rstrip("0")
+    digits = max(4, -math.floor(math.log10(abs(value))))
+    return f"${value:.{digits}f}".rstrip("0")
 
 
 def budget_exhausted(spent: float, limit: float) -> str:

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from helpers import pid_alive, task
 
 import maestro_parallel.runtime.attempt as attempt_module
+import maestro_parallel.runtime.governor as governor_module
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge
 from maestro_parallel.cli import main
@@ -83,6 +84,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attempt_module, "_RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(governor_module, "BACKOFF_BASE_SECONDS", 0.05)
 
 
 async def run_group(repo: Path, tasks: list[dict[str, Any]], group_id: str = "g") -> GroupMetadata:

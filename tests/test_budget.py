@@ -22,6 +22,7 @@ from maestro_parallel.errors import ConfigError
 
 @pytest.mark.parametrize(("value", "text"), [
     (0, "$0.00"), (1.5, "$1.50"), (12.345, "$12.35"), (0.01, "$0.01"), (0.0008, "$0.0008"), (0.00042, "$0.0004"),
+    (0.000001, "$0.000001"),
 ])
 def test_amounts_are_shown_without_hiding_small_costs(value: float, text: str) -> None:
     assert format_usd(value) == text

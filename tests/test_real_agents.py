@@ -493,10 +493,7 @@ def test_claude_agent_not_found_is_the_tasks_error(claude_project: Project, clau
 def test_claude_over_its_max_budget_fails_with_the_budget_in_the_error(
     claude_project: Project, claude_api: AnthropicStandIn
 ) -> None:
-    # What budget.budget_args adds to the claude preset's argv for [agent].max_budget_usd.
-    command = ["claude", "-p", "{prompt}", "--output-format", "json", "--permission-mode", "acceptEdits",
-               "--max-budget-usd", "0.0001"]
-    claude_project.configure("claude", command=command, retries=2)
+    claude_project.configure("claude", max_budget_usd=0.0001, retries=2)  # passed as --max-budget-usd 0.0001
     claude_api.script(Turn.tool("Write", file_path=str(claude_project.root / "a.txt"), content="x\n"), Turn.say("ok"))
     code, document = claude_project.execute([task("t1", "Do it")])
 
@@ -505,6 +502,27 @@ def test_claude_over_its_max_budget_fails_with_the_budget_in_the_error(
     assert result["status"] == "failed" and result["attempts"] == 1  # a spent budget is never retried
     assert result["error"] == "exit code 1: agent reported error_max_budget_usd: Reached maximum budget ($0.0001)"
     assert result["cost_usd"] > 0.0001
+
+
+def test_claude_group_budget_stops_launches_once_the_reported_costs_reach_it(
+    claude_project: Project, claude_api: AnthropicStandIn
+) -> None:
+    # One agent at a time: the first reports its cost (the real CLI prices the stand-in's tokens),
+    # which reaches the group's cap, so the others are never launched.
+    claude_project.configure("claude", max_parallel=1, extra="[budget]\ngroup_usd = 0.0001\n")
+    claude_api.script(Turn.say("Done."), Turn.say("Done."), Turn.say("Done."))
+    code, document = claude_project.execute([task("t1", "One"), task("t2", "Two"), task("t3", "Three")])
+
+    assert code == 1
+    first = only(document, "t1")
+    assert first["status"] == "completed" and first["cost_usd"] >= 0.0001
+    spent = document["budget"]["spent_usd"]
+    assert spent == first["cost_usd"] and document["budget"]["group_usd"] == 0.0001
+    for task_id in ("t2", "t3"):
+        result = only(document, task_id)
+        assert result["status"] == "failed" and result["attempts"] == 0
+        assert result["error"].startswith("budget exhausted ($") and result["error"].endswith(" of $0.0001)")
+    assert len(claude_api.model_requests) == 1, "only the first agent reached the API"
 
 
 def test_claude_refresh_that_fails_at_the_api_is_a_warning_and_no_state(

@@ -12,20 +12,21 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._paths import GROUPS_RELATIVE_PATH
+from ..budget import spent_vs_budget
 from ..state.logfiles import last_nonblank_line
 
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
     from rich.table import Table
 
-__all__ = ("LiveProgress", "describe_event", "use_live_progress")
+__all__ = ("LiveProgress", "budget_line", "describe_event", "use_live_progress")
 
 _STATE_STYLES = {
     "pending": "dim",
@@ -34,6 +35,20 @@ _STATE_STYLES = {
     "failed": "bold red",
     "blocked": "yellow",
 }
+
+
+def budget_line(budget: Mapping[str, float]) -> str:
+    """Spent vs budget for people: ``$1.20 of $5.00 (plan: $3.40 of $10.00)``."""
+    text = spent_vs_budget(budget.get("spent_usd", 0.0), budget.get("group_usd"))
+    if "plan_usd" in budget:
+        text += f" (plan: {spent_vs_budget(budget.get('plan_spent_usd', 0.0), budget['plan_usd'])})"
+    return text
+
+
+def _backoff_text(event: Mapping[str, Any]) -> str:
+    limit = event.get("limit")
+    return (f"{event.get('preset')} rate limited: every {event.get('preset')} agent waits "
+            f"{event.get('delay_seconds')}s" + (f", at most {limit} at once" if limit is not None else ""))
 
 
 def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
@@ -55,6 +70,10 @@ def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
         text = f"{task} started (attempt {event.get('attempt')}, pid {event.get('pid')})"
     elif name == "task_retry":
         text = f"{task} will retry in {event.get('delay_seconds')}s: {event.get('reason')}"
+    elif name == "backoff":
+        text = _backoff_text(event)
+    elif name == "budget":
+        text = f"spent {budget_line(event)}" if verbose else None
     elif name == "task_finished":
         text = f"{task} {event.get('status')}" + (f": {event.get('error')}" if event.get("error") else "")
     elif name == "tests_finished":
@@ -113,6 +132,9 @@ class _GroupView:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     tasks: dict[str, _Task] = field(default_factory=dict)
+    budget: str = ""  # spent vs budget, when a cap applies
+    backoff_until: float = 0.0  # a shared backoff of a preset: its agents wait until then
+    backoff: str = ""
 
 
 class LiveProgress:
@@ -145,6 +167,12 @@ class LiveProgress:
                 group.phase = str(event.get("phase"))
             elif name == "group_finished":
                 group.status, group.ended = str(event.get("status")), now
+            elif name == "budget":
+                group.budget = budget_line(event)
+            elif name == "backoff":
+                group.backoff_until = now + float(event.get("delay_seconds") or 0)
+                limit = event.get("limit")
+                group.backoff = f"{event.get('preset')} backoff" + (f", limit {limit}" if limit is not None else "")
             elif task is None:
                 return
             elif name == "task_prepared":
@@ -174,6 +202,10 @@ class LiveProgress:
             rows.append((task.task_id, task.subagent, task.status, seconds, task.note))
         state = group.phase if group.status == "in_progress" else group.status
         title = f"group {group.group_id} · {state} · {(group.ended or now) - group.started:.0f}s"
+        if group.budget:
+            title += f" · spent {group.budget}"
+        if group.ended is None and now < group.backoff_until:
+            title += f" · {group.backoff} ({group.backoff_until - now:.0f}s left)"
         return title, counts, rows, max(0, len(tasks) - self.max_rows)
 
     def _table(

@@ -1,22 +1,31 @@
 """One task's attempts: launch the agent, watch it, judge it, and retry a rate-limited run.
 
-The retry policy is a pure function (:func:`retry_delay`); :class:`Attempts`
-does the I/O: it staggers launches, keeps the running agents (so the tracker
-poll and a forced stop can reach them), and turns each run into a
+Every attempt holds a slot of the run's :class:`~.governor.Governor` for its preset: when one
+agent is rate limited, the retries and launches of every agent of that preset wait out one shared
+backoff (journaled as a ``backoff`` event), and fewer run at once until the API serves again.
+With ``[agent] backoff = "per-task"`` there is no governor and each task waits
+:func:`retry_delay` (a pure function) on its own.  A budget that is spent refuses the next
+attempt.  :class:`Attempts` does the I/O: it staggers launches, keeps the running agents (so the
+tracker poll and a forced stop can reach them), and turns each run into a
 :class:`~maestro_parallel.agents.Verdict`.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 
 from ..agents import ResultScanner, Verdict, judge
+from ..agents.ratelimit import Outcome
 from ..state.logfiles import append_bytes, file_size, read_tail, scan_log
 from ..state.store import GroupStore
+from .budget_gate import BudgetGate
+from .governor import Governor
 from .launch import LaunchPlan
 from .outcome import StopState
 from .process import AgentProcess, run_command
@@ -47,12 +56,16 @@ class Attempts:
         sink: EventSink,
         stop: StopState,
         on_launched: Callable[[str], Awaitable[None]],
+        governor: Governor | None = None,
+        budget: BudgetGate | None = None,
     ) -> None:
         self.repo_root = repo_root
         self.store = store
         self.sink = sink
         self.stop = stop
         self.on_launched = on_launched
+        self.governor = governor
+        self.budget = budget
         self.running: dict[str, AgentProcess] = {}  # task id -> its agent while it runs
         self.pgids: dict[str, int] = {}
         self.closed_by_tracker: set[str] = set()
@@ -75,23 +88,65 @@ class Attempts:
             agent.request_stop()
 
     async def run(self, plan: LaunchPlan) -> tuple[Verdict, int | None]:
-        """Attempt ``plan`` until it is not retryable, retries are spent or the run halts."""
+        """Attempt ``plan`` until it is not retryable, retries are spent, the budget is, or the run halts."""
         task_id = plan.record.task_id
+        preset = plan.settings.preset
         attempt = int((self.sink.meta.result_for(task_id) or {}).get("attempts") or 0)
         retries = plan.settings.retries
         while True:
             attempt += 1
             await self._stagger(plan.settings.launch_stagger_seconds)
-            verdict, exit_code = await self.attempt(plan, attempt)
+            async with self._slot(preset):  # after the stagger: a backoff opened meanwhile is waited out
+                refusal = self.budget.refusal() if self.budget is not None else None
+                if refusal is not None:  # spent while this attempt waited for its slot
+                    return Verdict(False, refusal, {}), None
+                verdict, exit_code = await self.attempt(plan, attempt)
             await self.on_launched(task_id)  # also when the spawn itself failed
+            if self.budget is not None:
+                await self.budget.charge(verdict.extra)
+            await self._report(plan, verdict)
             if not (verdict.retryable and retries > 0 and not self.stop.halted):
                 return verdict, exit_code
             retries -= 1
-            delay = retry_delay(attempt, random.uniform(0.5, 1.5))
+            if self.governor is None:
+                delay = retry_delay(attempt, random.uniform(0.5, 1.5))
+            else:  # the shared backoff: the next slot() waits it out with every agent of the preset
+                delay = round(self.governor.backoff_remaining(preset), 2)
             await self.sink.emit(
                 "task_retry", task_id=task_id, attempt=attempt, delay_seconds=delay, reason=verdict.error
             )
-            await anyio.sleep(delay)
+            if self.governor is None:
+                await anyio.sleep(delay)
+
+    @asynccontextmanager
+    async def _slot(self, preset: str) -> AsyncIterator[None]:
+        """The governor's slot for ``preset`` (nothing to hold under the per-task backoff)."""
+        if self.governor is None:
+            yield
+            return
+        async with self.governor.slot(preset):
+            yield
+
+    async def _report(self, plan: LaunchPlan, verdict: Verdict) -> None:
+        """Tell the governor how the attempt went; journal a shared backoff it opened."""
+        if self.governor is None:
+            return
+        preset = plan.settings.preset
+        if verdict.completed:
+            outcome = Outcome.SUCCESS
+        else:
+            outcome = Outcome.RATE_LIMITED if verdict.retryable else Outcome.FAILED
+        opened = self.governor.report(preset, outcome)
+        if opened is not None:
+            limit = self.governor.limit(preset)
+            await self.sink.emit(
+                "backoff",
+                task_id=plan.record.task_id,
+                preset=preset,
+                delay_seconds=round(opened, 2),
+                limit=None if math.isinf(limit) else int(limit),
+                rate_limits=self.governor.rate_limits(preset),
+            )
 
     async def _stagger(self, stagger: float) -> None:
         """Space launches: wait until ``stagger`` seconds after the previous staggered launch."""

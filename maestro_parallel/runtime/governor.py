@@ -26,7 +26,11 @@ import anyio
 
 from ..agents.ratelimit import Outcome, next_backoff
 
-__all__ = ("Governor",)
+__all__ = ("BACKOFF_BASE_SECONDS", "BACKOFF_MAX_SECONDS", "Governor")
+
+#: The shared backoff: ``base * 2**(n-1)`` after the n-th rate limit in a row, capped.
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_MAX_SECONDS = 60.0
 
 
 @dataclass
@@ -51,10 +55,12 @@ class Governor:
     halves the number running at that moment.
     """
 
-    def __init__(self, max_parallel: int = 0, *, base_delay: float = 2.0, max_delay: float = 60.0) -> None:
+    def __init__(
+        self, max_parallel: int = 0, *, base_delay: float | None = None, max_delay: float | None = None
+    ) -> None:
         self._ceiling = float(max_parallel) if max_parallel > 0 else math.inf
-        self._base = base_delay
-        self._cap = max_delay
+        self._base = BACKOFF_BASE_SECONDS if base_delay is None else base_delay
+        self._cap = BACKOFF_MAX_SECONDS if max_delay is None else max_delay
         self._presets: dict[str, _Preset] = {}
 
     def _state(self, preset: str) -> _Preset:
@@ -97,8 +103,10 @@ class Governor:
             state.running -= 1
             state.notify()
 
-    def report(self, preset: str, outcome: Outcome) -> None:
+    def report(self, preset: str, outcome: Outcome) -> float | None:
         """Take one finished run's outcome (report after leaving the slot).
+
+        Returns the length of the shared backoff this report opened (for the journal), or None.
 
         A rate limit opens a shared backoff (doubling while rate limits continue) and halves the
         limit once per backoff window — but never below the number of agents the API is still
@@ -108,6 +116,7 @@ class Governor:
         """
         state = self._state(preset)
         now = anyio.current_time()
+        opened: float | None = None
         if outcome is Outcome.RATE_LIMITED:
             state.rate_limits += 1
             survivors = state.running
@@ -116,7 +125,8 @@ class Governor:
             if now >= state.backoff_until:
                 state.limit = max(1.0, min(state.limit, float(max(survivors, int(state.limit) // 2))))
                 state.consecutive += 1
-                state.backoff_until = now + next_backoff(state.consecutive, base=self._base, cap=self._cap)
+                opened = next_backoff(state.consecutive, base=self._base, cap=self._cap)
+                state.backoff_until = now + opened
             else:
                 state.limit = max(1.0, min(state.limit, float(survivors)))
         elif outcome is Outcome.SUCCESS:
@@ -125,3 +135,4 @@ class Governor:
             if state.limit != math.inf and state.running + 1 >= state.limit:
                 state.limit = min(state.ceiling, state.limit + 1)
         state.notify()
+        return opened

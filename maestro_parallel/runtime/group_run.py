@@ -24,6 +24,7 @@ import anyio.lowlevel
 
 from ..agents import available_subagents
 from ..agents.subagents import scan_agent_files
+from ..budget import Spending, budget_limits
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
@@ -32,6 +33,8 @@ from ..state.store import GroupStore
 from ..tasks import TaskRecord
 from ..trackers.base import Tracker
 from .attempt import Attempts
+from .budget_gate import BudgetGate
+from .governor import Governor
 from .hooks import run_refresh, run_tests
 from .launch import LaunchPlan, LaunchPreparer
 from .outcome import StopState, final_status
@@ -39,6 +42,13 @@ from .recovery import recover_orphans, stop_strays
 from .sink import EventSink, Publish
 
 __all__ = ("GroupRun",)
+
+
+def _recorded_spending(meta: GroupMetadata) -> float:
+    """What a stored group's agents spent: its journaled budget, else the costs of its results."""
+    if meta.budget is not None and "spent_usd" in meta.budget:
+        return meta.budget["spent_usd"]
+    return float(sum(r["cost_usd"] for r in meta.results if isinstance(r.get("cost_usd"), (int, float))))
 
 
 class GroupRun:
@@ -56,6 +66,8 @@ class GroupRun:
         publish: Publish,
         halt_on_failure: bool = False,
         notes: list[str] | None = None,
+        governor: Governor | None = None,
+        spending: Spending | None = None,
     ) -> None:
         self.config = config
         self.tracker = tracker
@@ -72,8 +84,20 @@ class GroupRun:
         self.launcher = LaunchPreparer(
             config=config, repo_root=repo_root, store=store, sink=self.sink, grace=lambda: self.grace
         )
+        if governor is None and config.agent.backoff == "shared":
+            governor = Governor(config.agent.max_parallel)
+        spending = spending if spending is not None else Spending(budget_limits(config))
+        if self.group_id not in spending.by_group:  # a resumed group already spent what it recorded
+            spending.charge(self.group_id, _recorded_spending(self.meta))
+        self.budget = BudgetGate(spending, self.group_id, self.sink)
         self.attempts = Attempts(
-            repo_root=repo_root, store=store, sink=self.sink, stop=self.stop, on_launched=self._note_launched
+            repo_root=repo_root,
+            store=store,
+            sink=self.sink,
+            stop=self.stop,
+            on_launched=self._note_launched,
+            governor=governor if config.agent.backoff == "shared" else None,
+            budget=self.budget,
         )
         self.work_scope: anyio.CancelScope | None = None
         self.group_deadline: float | None = None
@@ -168,6 +192,7 @@ class GroupRun:
         )
         for note in self.notes:
             await self.emit("warning", task_id=None, message=note)
+        await self.budget.announce()
         await self.sink.flush()
         plans = await self._pre_execution()
         if plans:
@@ -371,6 +396,13 @@ class GroupRun:
                     )
                     return
                 await plan.prepared.wait()
+                refusal = self.budget.refusal()
+                if refusal is not None:  # a cap was reached: nothing new launches
+                    await self._note_launched(task_id)
+                    await self.emit(
+                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error=refusal
+                    )
+                    return
                 if plan.problem is not None or not plan.argv:
                     await self._note_launched(task_id)
                     await self.emit(
