@@ -8,24 +8,26 @@ the CLI (``maestro-parallel execute``), and the script reports side by side, per
 - makespan, against the ideal ``ceil(N/K) * S`` (target: <= 1.3x);
 - the 429s the API answered, the peak of sessions in flight, the tasks completed.
 
-Strategies:
+Strategies (the first two through maestro, side by side in one run):
 
-- ``per-task``: maestro as it is today — each rate-limited task backs off on its own
-  (``[agent].retries``, 2 s doubling with jitter).
-- ``governor``: one shared backoff per preset and an adaptive concurrency limit
-  (``maestro_parallel.governor``).  The governor exists and is tested on its own, but the group
-  run does not use it yet; until it does, this strategy is reported as not available.
-- ``per-task-sim`` and ``governor-sim``: a preview without maestro's group run, side by side: N anyio
-  tasks each make the session's request (in a worker thread, so process start-up is not measured),
-  classify the answer with ``governor.classify``, and retry rate limits — each on its own with
-  today's backoff, or under ``governor.slot("claude")`` reporting to one shared governor.
+- ``per-task``: ``[agent] backoff = "per-task"``, the old rule: each rate-limited task backs off
+  on its own (``[agent].retries``, 2 s doubling, ±50 % jitter) while the others keep launching.
+- ``governor``: ``[agent] backoff = "shared"`` (the default): every attempt holds a slot of the
+  run's governor (``maestro_parallel.runtime.governor``); a rate limit opens one backoff for the
+  preset and lowers the number of agents it admits, a success ends the backoff.
+- ``per-task-sim`` and ``governor-sim`` (``--strategy all``): the same rules without maestro's
+  group run: N anyio tasks each make the session's request in a worker thread (no process
+  start-up), classify the answer, and retry — each on its own, or under one governor.
 
 The agent is ``--agent mini`` (default): a small Python program that makes one streaming request
 and prints a Claude-shaped result object (``api_error_status`` 429 on a rate limit), so the
 measure is maestro's scheduling, not Node start-up on a small machine; ``--agent claude`` runs
 the real Claude Code instead (installed by ``tests/realcli/install.sh``).
 
-    .venv/bin/python benchmarks/ratelimit.py [--tasks 30] [--admit 5] [--session-seconds 1]
+    .venv/bin/python benchmarks/ratelimit.py [--tasks 30] [--admit 5] [--session-seconds 1] [--write]
+
+``--write`` puts the table into ``benchmarks/RESULTS.md`` (below run.py's keep marker, replacing
+an earlier table of this script).
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ MINI_AGENT = textwrap.dedent('''
     sys.exit(1 if result["is_error"] else 0)
 ''')
 
-STRATEGIES = ("per-task", "governor", "per-task-sim", "governor-sim")
+STRATEGIES = ("per-task", "governor")
+SIMULATIONS = ("per-task-sim", "governor-sim")
+BEGIN = "<!-- benchmarks/ratelimit.py:begin -->"
+END = "<!-- benchmarks/ratelimit.py:end -->"
 
 
 @dataclass
@@ -85,7 +90,7 @@ class Outcome:
     note: str = ""
 
 
-def _project(folder: Path, n: int, agent: str, retries: int) -> tuple[Path, Path]:
+def _project(folder: Path, n: int, agent: str, retries: int, backoff: str) -> tuple[Path, Path]:
     repo = folder / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
@@ -98,7 +103,7 @@ def _project(folder: Path, n: int, agent: str, retries: int) -> tuple[Path, Path
     config.parent.mkdir(parents=True)
     config.write_text(
         f'[agent]\npreset = "claude"\ncommand = {json.dumps(command)}\ntimeout_seconds = 600\ngrace_seconds = 1\n'
-        f"retries = {retries}\nmax_parallel = 0\n\n[refresh]\nenabled = false\n\n[tests]\nenabled = false\n\n"
+        f"retries = {retries}\nmax_parallel = 0\nbackoff = {json.dumps(backoff)}\n\n[refresh]\nenabled = false\n\n[tests]\nenabled = false\n\n"
         '[tracker]\nkind = "local"\npoll_interval_seconds = 0.5\n'
     )
     tasks = [{"id": f"t{i:02d}", "title": f"task {i}", "description": "[P:Group-bench] answer briefly"}
@@ -109,14 +114,10 @@ def _project(folder: Path, n: int, agent: str, retries: int) -> tuple[Path, Path
 
 
 def run_strategy(strategy: str, *, n: int, k: int, seconds: float, agent: str, retries: int) -> Outcome:
-    if strategy == "governor":
-        # Left to do: GroupRun must hold governor.slot(preset) around each attempt and report
-        # governor.classify(...) after it, instead of its own per-task sleep; a plan shares one Governor.
-        return Outcome(strategy, None, 0, 0, 0, None, "not available: the group run does not use the governor yet")
     with tempfile.TemporaryDirectory(prefix="maestro-ratelimit-") as tmp, \
             AnthropicStandIn([Turn.say("done")], admit=k, session_seconds=seconds) as api:
         folder = Path(tmp)
-        repo, tasks_file = _project(folder, n, agent, retries)
+        repo, tasks_file = _project(folder, n, agent, retries, "shared" if strategy == "governor" else "per-task")
         home = folder / "home"
         home.mkdir()
         env = {**os.environ, **environment(api.url, home=str(home))}
@@ -163,8 +164,9 @@ async def _simulate(strategy: str, n: int, url: str, base_delay: float) -> int:
 
     import anyio
 
-    from maestro_parallel.governor import Governor, classify
-    from maestro_parallel.governor import Outcome as Verdict
+    from maestro_parallel.agents.ratelimit import Outcome as Verdict
+    from maestro_parallel.agents.ratelimit import classify
+    from maestro_parallel.runtime.governor import Governor
 
     governor = Governor(0, base_delay=base_delay)
     threads = anyio.CapacityLimiter(n)
@@ -205,6 +207,23 @@ def simulate(strategy: str, *, n: int, k: int, seconds: float, base_delay: float
                        "in-process, sessions are requests (no process start-up)")
 
 
+def agent_startup(agent: str, runs: int = 5) -> float:
+    """Seconds one agent process takes to start, up to its first request (the median of ``runs``)."""
+    if agent == "mini":
+        argv = [sys.executable, "-c", "import json, os, sys, urllib.error, urllib.request, uuid"]
+    else:
+        clis = locate()
+        if clis is None:
+            return 0.0
+        argv = [str(clis.claude), "--version"]
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        times.append(time.monotonic() - started)
+    return sorted(times)[runs // 2]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=30, help="N tasks in one group")
@@ -212,14 +231,26 @@ def main() -> int:
     parser.add_argument("--session-seconds", type=float, default=1.0, help="S seconds per session")
     parser.add_argument("--retries", type=int, default=12, help="[agent].retries for the run")
     parser.add_argument("--agent", choices=("mini", "claude"), default="mini")
-    parser.add_argument("--strategy", choices=(*STRATEGIES, "all"), default="all")
-    parser.add_argument("--base-delay", type=float, default=2.0, help="the governor's first shared backoff (s)")
+    parser.add_argument("--strategy", choices=(*STRATEGIES, *SIMULATIONS, "both", "all"), default="both",
+                        help="both: per-task and governor through maestro; all: the in-process previews too")
+    parser.add_argument("--base-delay", type=float, default=2.0, help="the previews' first shared backoff (s)")
+    parser.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = parser.parse_args()
     ideal = math.ceil(args.tasks / args.admit) * args.session_seconds
-    strategies = STRATEGIES if args.strategy == "all" else (args.strategy,)
-    print(f"N={args.tasks} tasks, K={args.admit} admitted at once, {args.session_seconds:g} s each: "
-          f"ideal makespan {ideal:g} s, target <= {1.3 * ideal:.1f} s")
-    print(f"{'strategy':<10} {'makespan':>9} {'x ideal':>8} {'429s':>6} {'peak':>5} {'completed':>10}  note")
+    if args.strategy == "both":
+        strategies: tuple[str, ...] = STRATEGIES
+    elif args.strategy == "all":
+        strategies = STRATEGIES + SIMULATIONS
+    else:
+        strategies = (args.strategy,)
+    startup = agent_startup(args.agent)
+    waves = math.ceil(args.tasks / args.admit)
+    lines = [f"N={args.tasks} tasks ({args.agent} agent), K={args.admit} admitted at once, "
+             f"{args.session_seconds:g} s each: ideal makespan {ideal:g} s, target <= {1.3 * ideal:.1f} s",
+             f"the agent's own start-up (no request): {startup:.2f} s; {waves} waves of it: "
+             f"{ideal + waves * startup:.1f} s is the ideal counting it",
+             f"{'strategy':<13} {'makespan':>9} {'x ideal':>8} {'429s':>6} {'peak':>5} {'completed':>10}  note"]
+    print("\n".join(lines), flush=True)
     failed = False
     for strategy in strategies:
         if strategy.endswith("-sim"):
@@ -228,13 +259,36 @@ def main() -> int:
         else:
             o = run_strategy(strategy, n=args.tasks, k=args.admit, seconds=args.session_seconds, agent=args.agent,
                              retries=args.retries)
-        if o.makespan is None:
-            print(f"{o.strategy:<10} {'-':>9} {'-':>8} {'-':>6} {'-':>5} {'-':>10}  {o.note}")
-            continue
+        assert o.makespan is not None
         failed |= o.completed != args.tasks
-        print(f"{o.strategy:<10} {o.makespan:>8.1f}s {o.makespan / ideal:>7.2f}x {o.rejected:>6} {o.peak:>5} "
-              f"{o.completed:>4}/{args.tasks:<5}  exit {o.exit_code} {o.note}")
+        lines.append(f"{o.strategy:<13} {o.makespan:>8.1f}s {o.makespan / ideal:>7.2f}x {o.rejected:>6} {o.peak:>5} "
+                     f"{o.completed:>4}/{args.tasks:<5}  exit {o.exit_code} {o.note}".rstrip())
+        print(lines[-1], flush=True)
+    if args.write:
+        _write(lines, args)
     return 1 if failed else 0
+
+
+def _write(lines: list[str], args: argparse.Namespace) -> None:
+    """Put the table into RESULTS.md between this script's markers (run.py keeps what is below its marker)."""
+    load = os.getloadavg()[0]
+    text = "\n".join([
+        "## Rate limits: the governor against the per-task backoff",
+        "",
+        f"`python benchmarks/ratelimit.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"(load average {load:.1f} at the end, {os.cpu_count()} cores): maestro runs one group through its CLI "
+        "against a stand-in of the Anthropic API that admits K sessions at once and answers 429 beyond them. "
+        "429s: what the API refused; peak: sessions in flight at once.",
+        "",
+        "```",
+        *lines,
+        "```",
+    ])
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    old = results.read_text() if results.exists() else ""
+    if BEGIN in old and END in old:
+        old = old[: old.index(BEGIN)].rstrip("\n") + old[old.index(END) + len(END) :]
+    results.write_text(old.rstrip("\n") + f"\n\n{BEGIN}\n{text}\n{END}\n")
 
 
 if __name__ == "__main__":

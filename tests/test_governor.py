@@ -138,7 +138,9 @@ async def test_a_success_ends_the_backoff_and_grows_a_binding_limit_back_to_max_
     async with anyio.create_task_group() as tg:
         holders = Holders(governor, tg)
         await holders.hold(1)
-        governor.report("claude", SUCCESS)  # 1 running + this one = the limit: it was binding
+        governor.report("claude", SUCCESS)  # 1 running + this one = the limit: it was binding...
+        assert governor.limit("claude") == 2
+        governor.report("claude", SUCCESS)  # ...and a round of the limit's size grows it by one
         assert governor.limit("claude") == 3
         await holders.hold(2)
         governor.report("claude", SUCCESS)

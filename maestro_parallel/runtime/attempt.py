@@ -101,10 +101,22 @@ class Attempts:
                 if refusal is not None:  # spent while this attempt waited for its slot
                     return Verdict(False, refusal, {}), None
                 verdict, exit_code = await self.attempt(plan, attempt)
+            # Reported before anything awaits: the agents woken by the released slot must already
+            # see the backoff this rate limit opens, or they launch straight into it.
+            opened = self._report(preset, verdict)
             await self.on_launched(task_id)  # also when the spawn itself failed
             if self.budget is not None:
                 await self.budget.charge(verdict.extra)
-            await self._report(plan, verdict)
+            if opened is not None and self.governor is not None:
+                limit = self.governor.limit(preset)
+                await self.sink.emit(
+                    "backoff",
+                    task_id=task_id,
+                    preset=preset,
+                    delay_seconds=round(opened, 2),
+                    limit=None if math.isinf(limit) else int(limit),
+                    rate_limits=self.governor.rate_limits(preset),
+                )
             if not (verdict.retryable and retries > 0 and not self.stop.halted):
                 return verdict, exit_code
             retries -= 1
@@ -127,26 +139,15 @@ class Attempts:
         async with self.governor.slot(preset):
             yield
 
-    async def _report(self, plan: LaunchPlan, verdict: Verdict) -> None:
-        """Tell the governor how the attempt went; journal a shared backoff it opened."""
+    def _report(self, preset: str, verdict: Verdict) -> float | None:
+        """Tell the governor how the attempt went; the shared backoff this opened, if any."""
         if self.governor is None:
-            return
-        preset = plan.settings.preset
+            return None
         if verdict.completed:
             outcome = Outcome.SUCCESS
         else:
             outcome = Outcome.RATE_LIMITED if verdict.retryable else Outcome.FAILED
-        opened = self.governor.report(preset, outcome)
-        if opened is not None:
-            limit = self.governor.limit(preset)
-            await self.sink.emit(
-                "backoff",
-                task_id=plan.record.task_id,
-                preset=preset,
-                delay_seconds=round(opened, 2),
-                limit=None if math.isinf(limit) else int(limit),
-                rate_limits=self.governor.rate_limits(preset),
-            )
+        return self.governor.report(preset, outcome)
 
     async def _stagger(self, stagger: float) -> None:
         """Space launches: wait until ``stagger`` seconds after the previous staggered launch."""

@@ -4,7 +4,7 @@ When one agent is rate limited, every other agent of the same preset is about to
 an account and an API.  So instead of each task backing off on its own (and the others hammering on),
 every pending launch and retry of that preset waits out one shared backoff, and the number of agents
 allowed to run at once halves (never below 1, and never below the agents the API is still serving),
-growing back by one per success up to ``max_parallel`` — additive increase, multiplicative decrease,
+growing back by one per round of successes up to ``max_parallel`` — additive increase, multiplicative decrease,
 as TCP does for the same reason.  A success ends the backoff: the API is serving again.
 
 :func:`~maestro_parallel.agents.ratelimit.classify` is the pure decision on what an agent's run
@@ -41,6 +41,7 @@ class _Preset:
     backoff_until: float = 0.0
     consecutive: int = 0           # rate limits since the last success
     rate_limits: int = 0           # all of them, for reports
+    binding: int = 0               # successes at a full limit since it last changed
     changed: anyio.Event = field(default_factory=anyio.Event)
 
     def notify(self) -> None:
@@ -119,6 +120,7 @@ class Governor:
         opened: float | None = None
         if outcome is Outcome.RATE_LIMITED:
             state.rate_limits += 1
+            state.binding = 0
             survivors = state.running
             if state.limit == math.inf:
                 state.limit = float(survivors + 1)  # the first rate limit: what ran, this one included
@@ -133,6 +135,9 @@ class Governor:
             state.consecutive = 0
             state.backoff_until = min(state.backoff_until, now)
             if state.limit != math.inf and state.running + 1 >= state.limit:
-                state.limit = min(state.ceiling, state.limit + 1)
+                state.binding += 1
+                if state.binding >= state.limit:  # one more per round of the API, not per success
+                    state.limit = min(state.ceiling, state.limit + 1)
+                    state.binding = 0
         state.notify()
         return opened
