@@ -99,6 +99,7 @@ class Attempts:
             async with self._slot(preset):  # after the stagger: a backoff opened meanwhile is waited out
                 refusal = self.budget.refusal() if self.budget is not None else None
                 if refusal is not None:  # spent while this attempt waited for its slot
+                    await self.on_launched(task_id)  # as far as it will get
                     return Verdict(False, refusal, {}), None
                 verdict, exit_code = await self.attempt(plan, attempt)
             # Reported before anything awaits: the agents woken by the released slot must already
