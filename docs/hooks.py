@@ -14,7 +14,6 @@ keeps click's ``<placeholders>`` visible on the command-line reference.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import re
 from typing import Any
@@ -62,46 +61,25 @@ def _type_name(key: str, annotation: Any) -> str:
 
 
 def config_reference() -> str:
-    """Markdown tables of every key of ``config.toml``, one per table, generated from ``maestro_parallel.config``.
+    """Markdown tables of every key of ``config.toml``, one per table, from the config's key schema.
 
-    Names, types and defaults come from the settings dataclasses; the meaning of each key from the
-    comment ``init`` writes beside it (``config_template()``), so the two never disagree.  When the
-    config module gains a key schema, this is the one function to point at it.
+    The rows come from ``maestro_parallel.config.config_reference()``: the same schema that makes the
+    loader's checks and the template ``init`` writes, so the reference can never disagree with either.
     """
     config = importlib.import_module("maestro_parallel.config")
-    tables = {
-        "agent": config.AgentSettings,
-        "refresh": config.RefreshConfig,
-        "tests": config.TestsConfig,
-        "skills": config.SkillsConfig,
-        "tracker": config.TrackerConfig,
-        "plan": config.PlanConfig,
-    }
-    notes: dict[tuple[str, str], str] = {}
-    table_notes: dict[str, str] = {}
-    table = ""
-    for line in config.config_template().splitlines():
-        if header := _TABLE_LINE.match(line):
-            table = header["table"]
-            table_notes[table] = header["note"] or ""
-        elif table and (entry := _TEMPLATE_LINE.match(line)):
-            notes.setdefault((table, entry["key"]), entry["note"] or "")
     out: list[str] = []
-    for name, cls in tables.items():
-        out.append(f"### `[{name}]`\n")
-        if table_notes.get(name):
-            out.append(table_notes[name][0].upper() + table_notes[name][1:] + ".\n")
-        out.append("| key | type | default | meaning |\n| --- | --- | --- | --- |")
-        defaults = cls()
-        for field in dataclasses.fields(cls):
-            if field.name.startswith("_"):
-                continue
-            default = config._toml(getattr(defaults, field.name))
-            if field.name == "command" and name == "tests":
-                default = "detected"
-            note = notes.get((name, field.name)) or _GENERIC_NOTES.get(field.name, "")
-            out.append(f"| `{field.name}` | {_type_name(field.name, field.type)} | `{default}` | {_cell(note)} |")
-        out.append("")
+    table = None
+    for row in config.config_reference():
+        if row.table != table:
+            if table is not None:
+                out.append("")
+            table = row.table
+            out.append(f"### `[{table}]`\n")
+            out.append("| key | type | default | meaning |\n| --- | --- | --- | --- |")
+        default = "detected" if (row.table, row.key) == ("tests", "command") else row.default
+        shown = f"`{default}`" if default else ""
+        out.append(f"| `{row.key}` | {_cell(row.type)} | {shown} | {_cell(row.description)} |")
+    out.append("")
     return "\n".join(out)
 
 
