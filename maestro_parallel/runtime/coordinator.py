@@ -148,8 +148,10 @@ class AsyncParallelCoordinator:
         self._runs: dict[str, GroupRun] = {}
         self._interrupted: tuple[str, bool] | None = None
         #: Shared by every group this coordinator runs (all the steps of a ``run`` plan): one
-        #: backoff and concurrency limit per preset, one account of what the agents spent.
-        self.governor = Governor(self.config.agent.max_parallel) if self.config.agent.backoff == "shared" else None
+        #: backoff and concurrency limit per preset, one account of what the agents spent.  The
+        #: governor has no ceiling of its own: ``max_parallel`` bounds each group (its limiter),
+        #: ``[plan] max_agents`` the plan, and the governor only lowers what they allow.
+        self.governor = Governor() if self.config.agent.backoff == "shared" else None
         self.spending = Spending(budget_limits(self.config))
 
     # ------------------------------------------------------------------ public API
