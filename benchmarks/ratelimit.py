@@ -177,14 +177,15 @@ async def _simulate(strategy: str, n: int, url: str, base_delay: float) -> int:
         attempt = 0
         while True:
             attempt += 1
+            admitted = None
             if strategy == "governor-sim":
-                async with governor.slot("claude"):
+                async with governor.slot("claude") as admitted:
                     report = await anyio.to_thread.run_sync(_request, url, limiter=threads)
             else:
                 report = await anyio.to_thread.run_sync(_request, url, limiter=threads)
             outcome = classify(completed=not report["is_error"], claude_result=report)
             if strategy == "governor-sim":
-                governor.report("claude", outcome)
+                governor.report("claude", outcome, admitted=admitted)
             if outcome is not Verdict.RATE_LIMITED:
                 completed += outcome is Verdict.SUCCESS
                 return

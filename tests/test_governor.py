@@ -216,3 +216,17 @@ async def test_without_max_parallel_the_first_rate_limit_sets_a_limit_from_what_
         governor.report("claude", RL)  # a sixth agent, just out of its slot, was rate limited
         assert governor.limit("claude") == 5  # half of 6 is 3, but 5 are still served
         holders.done()
+
+
+async def test_a_rate_limit_sent_before_the_last_success_opens_no_new_backoff() -> None:
+    governor = Governor(base_delay=30)
+    async with governor.slot("claude") as early:
+        pass
+    await anyio.sleep(0.01)
+    governor.report("claude", SUCCESS)  # the API served one after `early` was sent
+    assert governor.report("claude", RL, admitted=early) is None  # old news: no new backoff
+    assert governor.backoff_remaining("claude") == 0 and governor.rate_limits("claude") == 1
+    async with governor.slot("claude") as late:
+        pass
+    assert governor.report("claude", RL, admitted=late) == 30  # sent after it: the API refuses again
+    assert governor.backoff_remaining("claude") > 29

@@ -221,7 +221,8 @@ def test_the_steps_of_a_plan_share_one_governor(repo: Path) -> None:
     # Two steps run at once; "busy" in the first is rate limited at once, and the second step's
     # later launch waits out the backoff its own group never saw a rate limit for.
     configure(repo, "retries = 1\nlaunch_stagger_seconds = 1.0")
-    tasks = [task("busy", "FAKE:rate_limit_once", group="first"), task("s1", group="second"),
+    # ("s1" runs through the backoff: a success would end it, the API serving again.)
+    tasks = [task("busy", "FAKE:rate_limit_once", group="first"), task("s1", "FAKE:sleep=3", group="second"),
              task("s2", group="second")]
     proc = maestro(repo, "-q", "run", "--concurrent-steps", "--tasks-file", str(repo / "tasks.json"), "--json",
                    tasks=tasks)

@@ -96,7 +96,7 @@ class Attempts:
         while True:
             attempt += 1
             await self._stagger(plan.settings.launch_stagger_seconds)
-            async with self._slot(preset):  # after the stagger: a backoff opened meanwhile is waited out
+            async with self._slot(preset) as admitted:  # after the stagger: a backoff opened meanwhile is waited out
                 refusal = self.budget.refusal() if self.budget is not None else None
                 if refusal is not None:  # spent while this attempt waited for its slot
                     await self.on_launched(task_id)  # as far as it will get
@@ -104,7 +104,7 @@ class Attempts:
                 verdict, exit_code = await self.attempt(plan, attempt)
             # Reported before anything awaits: the agents woken by the released slot must already
             # see the backoff this rate limit opens, or they launch straight into it.
-            opened = self._report(preset, verdict)
+            opened = self._report(preset, verdict, admitted)
             await self.on_launched(task_id)  # also when the spawn itself failed
             if self.budget is not None:
                 await self.budget.charge(verdict.extra)
@@ -132,15 +132,15 @@ class Attempts:
                 await anyio.sleep(delay)
 
     @asynccontextmanager
-    async def _slot(self, preset: str) -> AsyncIterator[None]:
-        """The governor's slot for ``preset`` (nothing to hold under the per-task backoff)."""
+    async def _slot(self, preset: str) -> AsyncIterator[float | None]:
+        """The governor's slot for ``preset`` and when it was admitted (nothing under the per-task backoff)."""
         if self.governor is None:
-            yield
+            yield None
             return
-        async with self.governor.slot(preset):
-            yield
+        async with self.governor.slot(preset) as admitted:
+            yield admitted
 
-    def _report(self, preset: str, verdict: Verdict) -> float | None:
+    def _report(self, preset: str, verdict: Verdict, admitted: float | None) -> float | None:
         """Tell the governor how the attempt went; the shared backoff this opened, if any."""
         if self.governor is None:
             return None
@@ -148,7 +148,7 @@ class Attempts:
             outcome = Outcome.SUCCESS
         else:
             outcome = Outcome.RATE_LIMITED if verdict.retryable else Outcome.FAILED
-        return self.governor.report(preset, outcome)
+        return self.governor.report(preset, outcome, admitted=admitted)
 
     async def _stagger(self, stagger: float) -> None:
         """Space launches: wait until ``stagger`` seconds after the previous staggered launch."""

@@ -42,6 +42,7 @@ class _Preset:
     consecutive: int = 0           # rate limits since the last success
     rate_limits: int = 0           # all of them, for reports
     binding: int = 0               # successes at a full limit since it last changed
+    last_success: float = -math.inf  # when the API last served one
     changed: anyio.Event = field(default_factory=anyio.Event)
 
     def notify(self) -> None:
@@ -85,8 +86,11 @@ class Governor:
         return max(0.0, self._state(preset).backoff_until - anyio.current_time())
 
     @asynccontextmanager
-    async def slot(self, preset: str) -> AsyncIterator[None]:
-        """Wait until ``preset`` is out of backoff and under its limit, then hold one of its slots."""
+    async def slot(self, preset: str) -> AsyncIterator[float]:
+        """Wait until ``preset`` is out of backoff and under its limit, then hold one of its slots.
+
+        Yields the time it was admitted: pass it to :meth:`report` as ``admitted``.
+        """
         state = self._state(preset)
         while True:
             wait = state.backoff_until - anyio.current_time()
@@ -99,21 +103,24 @@ class Governor:
             await state.changed.wait()
         state.running += 1
         try:
-            yield
+            yield anyio.current_time()
         finally:
             state.running -= 1
             state.notify()
 
-    def report(self, preset: str, outcome: Outcome) -> float | None:
-        """Take one finished run's outcome (report after leaving the slot).
+    def report(self, preset: str, outcome: Outcome, *, admitted: float | None = None) -> float | None:
+        """Take one finished run's outcome (report after leaving the slot, before awaiting anything).
 
         Returns the length of the shared backoff this report opened (for the journal), or None.
 
         A rate limit opens a shared backoff (doubling while rate limits continue) and halves the
         limit once per backoff window — but never below the number of agents the API is still
         serving, since those were admitted: within a window each further rate limit lowers the
-        limit to that number.  A success ends the backoff (the API serves again) and grows the limit
-        by one when the limit was what held agents back.
+        limit to that number.  A rate limit of a run ``admitted`` before the API's last success is
+        old news (it was sent before the API was seen serving again): it lowers the limit the same
+        way but opens no new backoff.  A success ends the backoff (the API serves again); the
+        limit grows by one after ``limit`` successes that it held agents back for — one per round
+        of the API, as TCP's congestion window grows per round trip, not per acknowledgement.
         """
         state = self._state(preset)
         now = anyio.current_time()
@@ -124,7 +131,8 @@ class Governor:
             survivors = state.running
             if state.limit == math.inf:
                 state.limit = float(survivors + 1)  # the first rate limit: what ran, this one included
-            if now >= state.backoff_until:
+            stale = admitted is not None and admitted < state.last_success
+            if now >= state.backoff_until and not stale:
                 state.limit = max(1.0, min(state.limit, float(max(survivors, int(state.limit) // 2))))
                 state.consecutive += 1
                 opened = next_backoff(state.consecutive, base=self._base, cap=self._cap)
@@ -132,6 +140,7 @@ class Governor:
             else:
                 state.limit = max(1.0, min(state.limit, float(survivors)))
         elif outcome is Outcome.SUCCESS:
+            state.last_success = now
             state.consecutive = 0
             state.backoff_until = min(state.backoff_until, now)
             if state.limit != math.inf and state.running + 1 >= state.limit:
