@@ -37,6 +37,8 @@ MergeStyle = Literal["merge", "squash"]
 ConflictPolicy = Literal["warn", "serialize"]
 KeepWorktrees = Literal["failed", "always", "never"]
 ExecutorKind = Literal["local", "dask"]
+#: How rate-limited retries wait: one shared backoff per preset (the governor), or each task on its own.
+BackoffMode = Literal["shared", "per-task"]
 
 RESULT_FORMATS: tuple[ResultFormat, ...] = get_args(ResultFormat)
 TRACKER_KINDS: tuple[TrackerKind, ...] = get_args(TrackerKind)
@@ -84,6 +86,7 @@ class AgentSettings:
     max_parallel: int = 0  # 0: every task at once
     launch_stagger_seconds: float = 0.0
     retries: int = 2  # transient failures only
+    backoff: BackoffMode = "shared"  # the whole run's: one backoff per preset, or per task
     max_log_bytes: int = 0  # 0: unlimited
     max_budget_usd: float = 0.0  # per task; 0: none
     env: Mapping[str, str] = field(default_factory=lambda: _NO_ENV)
@@ -254,11 +257,13 @@ SCHEMA: tuple[TableSchema, ...] = (
         _K("max_parallel", count, "0: every task of the group at once"),
         _K("launch_stagger_seconds", seconds(positive=False), "space launches to avoid a burst against an API"),
         _K("retries", count, "rate-limited / transient failures only, with backoff"),
+        _K("backoff", choice(get_args(BackoffMode)),
+           "shared: one backoff and an adaptive limit per preset for every agent | per-task: each on its own"),
         _K("max_log_bytes", count, "0: unlimited; a cap drops the middle of a log, never its end"),
         _K("max_budget_usd", usd, "per task, from the costs the agent reports; 0: none"),
         _K("env", env, "extra environment for agents"),
         after="""\
-# Overrides of [agent] keys for one subagent (any key but max_parallel and group_timeout_seconds):
+# Overrides of [agent] keys for one subagent (any key but max_parallel, group_timeout_seconds and backoff):
 # [agents.test-automator]
 # timeout_seconds = 1800
 # env = { PYTEST_ADDOPTS = "-x" }  # merged with [agent].env
@@ -392,7 +397,7 @@ def config_reference() -> list[ConfigKeyRow]:
             "(any [agent] key)",
             "table",
             "",
-            "overrides of [agent] for one subagent, except max_parallel and group_timeout_seconds",
+            "overrides of [agent] for one subagent, except max_parallel, group_timeout_seconds and backoff",
         ),
     )
     rows.append(

@@ -81,7 +81,7 @@ __all__ = (
 )
 
 _AGENT_SPEC = SIMPLE_TABLES["agent"]
-_GROUP_WIDE = ("max_parallel", "group_timeout_seconds")
+_GROUP_WIDE = ("max_parallel", "group_timeout_seconds", "backoff")
 _OVERRIDE_SPEC = MappingProxyType({k: v for k, v in _AGENT_SPEC.items() if k not in _GROUP_WIDE})
 #: Every table, in the order suggestions prefer.
 _TABLES = ("agent", "agents", "refresh", "tests", "skills", "tracker", "detection", *list(SIMPLE_TABLES)[5:])

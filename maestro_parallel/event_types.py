@@ -16,6 +16,8 @@ __all__ = (
     "EVENT_TYPES",
     "Event",
     "EventName",
+    "Backoff",
+    "Budget",
     "GroupError",
     "GroupFinished",
     "GroupStarted",
@@ -40,6 +42,8 @@ EventName = Literal[
     "task_blocked",
     "task_started",
     "task_retry",
+    "backoff",
+    "budget",
     "task_finished",
     "tests_finished",
     "task_closed",
@@ -110,6 +114,25 @@ class TaskRetry(_Event):
     reason: str | None
 
 
+class Backoff(_Event):
+    """A rate limit opened a shared backoff: every agent of ``preset`` waits ``delay_seconds``."""
+
+    task_id: str  # the task whose attempt was rate limited
+    preset: str
+    delay_seconds: float
+    limit: int | None  # agents of the preset allowed at once now; None: no limit
+    rate_limits: int  # of the preset so far in this run
+
+
+class Budget(_Event):
+    """Spent vs budget after a reported cost (and at the start), when a group or plan cap applies."""
+
+    spent_usd: float  # this group's
+    group_usd: NotRequired[float]
+    plan_spent_usd: NotRequired[float]
+    plan_usd: NotRequired[float]
+
+
 class TaskFinished(_Event):
     task_id: str
     status: str  # a TaskStatus value
@@ -149,6 +172,8 @@ Event = (
     | TaskBlocked
     | TaskStarted
     | TaskRetry
+    | Backoff
+    | Budget
     | TaskFinished
     | TestsFinished
     | TaskClosed
@@ -167,6 +192,8 @@ EVENT_TYPES: Mapping[str, type] = MappingProxyType(
         "task_blocked": TaskBlocked,
         "task_started": TaskStarted,
         "task_retry": TaskRetry,
+        "backoff": Backoff,
+        "budget": Budget,
         "task_finished": TaskFinished,
         "tests_finished": TestsFinished,
         "task_closed": TaskClosed,

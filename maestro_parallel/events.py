@@ -22,6 +22,8 @@ warning             message, task_id (null: every task that runs in this run)
 task_blocked        task_id, blockers, error
 task_started        task_id, attempt, pid, pgid, start_time, argv0
 task_retry          task_id, attempt, delay_seconds, reason
+backoff             task_id, preset, delay_seconds, limit, rate_limits (a shared backoff opened)
+budget              spent_usd, group_usd, plan_spent_usd, plan_usd (spent vs budget)
 task_finished       task_id, status, exit_code, error, extra (agent-reported fields)
 tests_finished      status (passed | failed | skipped), exit_code, command, error, log_path
 task_closed         task_id, ok, error
@@ -267,6 +269,18 @@ def _task_retry(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -
         result["warnings"].append(note)
 
 
+def _backoff(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    """A shared backoff changes no task's state: the retry that waits it out has its own event."""
+
+
+def _budget(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    meta.budget = {
+        key: float(event[key])
+        for key in ("spent_usd", "group_usd", "plan_spent_usd", "plan_usd")
+        if isinstance(event.get(key), (int, float)) and not isinstance(event.get(key), bool)
+    }
+
+
 def _task_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
     task_id = event.get("task_id")
     result = _result(meta, task_id)
@@ -327,6 +341,8 @@ _HANDLERS = {
     "task_blocked": _task_blocked,
     "task_started": _task_started,
     "task_retry": _task_retry,
+    "backoff": _backoff,
+    "budget": _budget,
     "task_finished": _task_finished,
     "tests_finished": _tests_finished,
     "task_closed": _task_closed,

@@ -237,6 +237,9 @@ class GroupMetadata:
     results: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     pre_group_refresh_completed: bool = False
+    #: Spent vs budget (``spent_usd``, ``group_usd``, ``plan_spent_usd``, ``plan_usd``) when a cap
+    #: applies; None otherwise (then the snapshot has no ``budget`` key).
+    budget: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.group_name:
@@ -279,6 +282,7 @@ class GroupMetadata:
             "results": [dict(r) for r in self.results],
             "errors": list(self.errors),
             "pre_group_refresh_completed": self.pre_group_refresh_completed,
+            **({"budget": dict(self.budget)} if self.budget is not None else {}),
         }
 
     @classmethod
@@ -305,6 +309,12 @@ class GroupMetadata:
         refreshed = data.get("pre_group_refresh_completed", False)
         if not isinstance(refreshed, bool):
             raise ValidationError(f"{what}: key 'pre_group_refresh_completed' must be a boolean")
+        budget = data.get("budget")
+        if budget is not None and not (
+            isinstance(budget, dict)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in budget.values())
+        ):
+            raise ValidationError(f"{what}: key 'budget' must be an object of amounts")
         return cls(
             group_id=_expect_str(data, "group_id", what),
             group_name=str(data["group_name"]) if isinstance(data.get("group_name"), str) else "",
@@ -317,4 +327,5 @@ class GroupMetadata:
             results=[dict(r) for r in results],
             errors=_str_list(data, "errors", what),
             pre_group_refresh_completed=refreshed,
+            budget={str(k): float(v) for k, v in budget.items()} if budget is not None else None,
         )

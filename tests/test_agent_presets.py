@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from helpers import pid_alive, task
 
 import maestro_parallel.runtime.attempt as attempt_module
+import maestro_parallel.runtime.governor as governor_module
 from maestro_parallel import AsyncParallelCoordinator, GroupMetadata, TaskStatus
 from maestro_parallel.agents import ResultScanner, Verdict, judge
 from maestro_parallel.cli import main
@@ -83,6 +84,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attempt_module, "_RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(governor_module, "BACKOFF_BASE_SECONDS", 0.05)
 
 
 async def run_group(repo: Path, tasks: list[dict[str, Any]], group_id: str = "g") -> GroupMetadata:
@@ -226,11 +228,14 @@ async def test_an_error_subtype_with_exit_0_fails_the_task(project: Path, subtyp
 
     assert meta.status is TaskStatus.FAILED
     bad = by_id(meta)["bad"]
+    reported = last_json_line(log_of(project, "bad"), "result")
+    # A failure without a result text is explained by its errors, when it has any.
+    error = f"agent reported {subtype}" + (f": {'; '.join(reported['errors'])}" if reported["errors"] else "")
     assert bad["status"] == "failed" and bad["exit_code"] == 0
-    assert bad["error"] == f"agent reported {subtype}"
+    assert bad["error"] == error
     assert bad["attempts"] == 1, "a reported failure is not a rate limit: no retry"
-    assert bad["session_id"] == last_json_line(log_of(project, "bad"), "result")["session_id"]
-    assert meta.errors == [f"bad: agent reported {subtype}"]
+    assert bad["session_id"] == reported["session_id"]
+    assert meta.errors == [f"bad: {error}"]
     assert by_id(meta)["good"]["status"] == "completed"
 
 
@@ -417,6 +422,9 @@ async def test_claudecode_never_reaches_an_agent_or_the_refresh(project: Path, m
     monkeypatch.setenv("CLAUDECODE", "1")
     # The default refresh command is `claude -p /flow:summary`: the fake claude answers it too.
     configure(project, preset_config().replace("[refresh]\nenabled = false", "[refresh]\nenabled = true"))
+    command = project / ".claude" / "commands" / "flow" / "summary.md"  # defined: the default refresh runs claude
+    command.parent.mkdir(parents=True)
+    command.write_text("Summarise the project.\n")
     meta = await run_group(project, [task("a"), task("b")])
 
     assert meta.status is TaskStatus.COMPLETED, meta.errors
@@ -562,7 +570,12 @@ async def test_fallbacks_reach_the_agent(project: Path) -> None:
         call = only_call(project, task_id)
         assert results[task_id]["subagent"] == subagent
         assert call["env"]["MAESTRO_SUBAGENT"] == subagent
-        assert call["argv"][1].startswith(f"Use the `{subagent}` subagent for this task.")
+        if task_id == "none":  # not defined: named in the prompt
+            assert call["argv"][1].startswith(f"Use the `{subagent}` subagent for this task.")
+            assert "--agent" not in call["argv"]
+        else:  # defined in .claude/agents (repository or home): applied with --agent
+            assert call["argv"][1].startswith(f"You are the `{subagent}` subagent.")
+            assert call["argv"][-2:] == ["--agent", subagent]
     assert results["fb"]["warnings"] == [
         "subagent 'ghost' is not defined in .claude/agents", "using fallback subagent 'api-dev'"]
     assert results["home"]["warnings"] == []

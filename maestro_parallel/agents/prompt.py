@@ -14,10 +14,15 @@ def build_prompt(
     group_id: str,
     context: str | None,
     skills: Sequence[tuple[str, str]],
+    applied: bool = False,
 ) -> str:
-    """The prompt an agent is given.  NUL bytes are removed (argv cannot carry them)."""
+    """The prompt an agent is given.  NUL bytes are removed (argv cannot carry them).
+
+    ``applied``: the session already runs as the subagent (claude ``--agent``), so the prompt does
+    not ask for it.
+    """
     parts = [
-        f"Use the `{subagent}` subagent for this task.",
+        f"You are the `{subagent}` subagent." if applied else f"Use the `{subagent}` subagent for this task.",
         f"You are one of several agents working on this repository at the same time "
         f"(parallel group {group_id}). Change only what this task needs.",
         "## Current project state",

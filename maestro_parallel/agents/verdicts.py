@@ -8,20 +8,16 @@ the run printed decides, with rate limits recognised for a retry.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_RATE_LIMIT = re.compile(
-    # "rate" must not end another word: "generate limits" and "accurate limit" are no rate limit.
-    rb"\b429\b|(?<![a-z])rate[ _-]?limit|too many requests|temporarily limiting|overloaded", re.IGNORECASE
-)
+from .ratelimit import Outcome, classify, is_rate_limited_text
 
 
 def is_rate_limited(output: bytes) -> bool:
     """True when an agent's output says it was rate limited or the service was overloaded."""
-    return _RATE_LIMIT.search(output) is not None
+    return is_rate_limited_text(output)
 
 
 @dataclass
@@ -161,6 +157,10 @@ def judge(scanner: ResultScanner, returncode: int | None, *, describe: str, tail
             subtype = result.get("subtype")
             if result.get("is_error") is True or subtype != "success":
                 detail = result.get("result") if isinstance(result.get("result"), str) else ""
+                # ``result`` is null on some failures (error_max_budget_usd): then its ``errors`` explain it.
+                errors = result.get("errors")
+                if not detail and isinstance(errors, list):
+                    detail = "; ".join(e if isinstance(e, str) else json.dumps(e) for e in errors)
                 # Claude reports API errors as subtype "success" with is_error true: never say "success".
                 what = subtype if isinstance(subtype, str) and subtype and subtype != "success" else "an error"
                 failure = f"agent reported {what}" + (f": {detail[:300]}" if detail else "")
@@ -182,4 +182,10 @@ def judge(scanner: ResultScanner, returncode: int | None, *, describe: str, tail
         failure = f"{describe}{last}" if failure is None else f"{describe}: {failure}"
     if failure is None:
         return Verdict(True, None, extra)
-    return Verdict(False, failure, extra, retryable=is_rate_limited(tail if evidence is None else evidence))
+    if evidence is None:
+        outcome = classify(completed=False, text=tail)
+    elif scanner.result_format == "claude-json":
+        outcome = classify(completed=False, claude_result=scanner.claude_result)  # api_error_status first
+    else:
+        outcome = classify(completed=False, codex_failure=scanner.codex_failure)
+    return Verdict(False, failure, extra, retryable=outcome is Outcome.RATE_LIMITED)

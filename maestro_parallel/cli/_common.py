@@ -42,7 +42,7 @@ from ..state.readers import StoredGroup, read_stored_group
 from ..tasks import TaskRecord, loads_tasks
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
-from .progress import PlanBoard, describe_event, use_live_progress
+from .progress import PlanBoard, budget_line, describe_event, use_live_progress
 
 
 class ExitCode(enum.IntEnum):
@@ -487,6 +487,8 @@ def print_group(meta: GroupMetadata, *, stale: bool = False) -> None:
     cost = _total_cost(meta)
     if cost is not None:
         click.echo(f"  total cost: ${cost:.4f}")
+    if meta.budget is not None:
+        click.echo(f"  budget: {budget_line(meta.budget)}")
     width = max((len(r["task_id"]) for r in meta.results), default=4)
     for result in meta.results:
         status = str(result.get("status"))

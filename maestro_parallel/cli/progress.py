@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._paths import GROUPS_RELATIVE_PATH
+from ..budget import spent_vs_budget
 from ..graph import PlanGraph, PlanStep
 from ..runtime.scheduler import StepReport
 from ..state.logfiles import last_nonblank_line
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output n
     from rich.console import Console, Group
     from rich.table import Table
 
-__all__ = ("LiveProgress", "PlanBoard", "describe_event", "use_live_progress")
+__all__ = ("LiveProgress", "PlanBoard", "budget_line", "describe_event", "use_live_progress")
 
 _STATE_STYLES = {
     "pending": "dim",
@@ -40,6 +41,20 @@ _STATE_STYLES = {
     "skipped": "yellow",
     "halted": "yellow",
 }
+
+
+def budget_line(budget: Mapping[str, float]) -> str:
+    """Spent vs budget for people: ``$1.20 of $5.00 (plan: $3.40 of $10.00)``."""
+    text = spent_vs_budget(budget.get("spent_usd", 0.0), budget.get("group_usd"))
+    if "plan_usd" in budget:
+        text += f" (plan: {spent_vs_budget(budget.get('plan_spent_usd', 0.0), budget['plan_usd'])})"
+    return text
+
+
+def _backoff_text(event: Mapping[str, Any]) -> str:
+    limit = event.get("limit")
+    return (f"{event.get('preset')} rate limited: every {event.get('preset')} agent waits "
+            f"{event.get('delay_seconds')}s" + (f", at most {limit} at once" if limit is not None else ""))
 
 
 def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
@@ -61,6 +76,10 @@ def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
         text = f"{task} started (attempt {event.get('attempt')}, pid {event.get('pid')})"
     elif name == "task_retry":
         text = f"{task} will retry in {event.get('delay_seconds')}s: {event.get('reason')}"
+    elif name == "backoff":
+        text = _backoff_text(event)
+    elif name == "budget":
+        text = f"spent {budget_line(event)}" if verbose else None
     elif name == "task_finished":
         text = f"{task} {event.get('status')}" + (f": {event.get('error')}" if event.get("error") else "")
     elif name == "tests_finished":
@@ -184,6 +203,9 @@ class _GroupView:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     tasks: dict[str, _Task] = field(default_factory=dict)
+    budget: str = ""  # spent vs budget, when a cap applies
+    backoff_until: float = 0.0  # a shared backoff of a preset: its agents wait until then
+    backoff: str = ""
 
 
 class LiveProgress:
@@ -217,6 +239,12 @@ class LiveProgress:
                 group.phase = str(event.get("phase"))
             elif name == "group_finished":
                 group.status, group.ended = str(event.get("status")), now
+            elif name == "budget":
+                group.budget = budget_line(event)
+            elif name == "backoff":
+                group.backoff_until = now + float(event.get("delay_seconds") or 0)
+                limit = event.get("limit")
+                group.backoff = f"{event.get('preset')} backoff" + (f", limit {limit}" if limit is not None else "")
             elif task is None:
                 return
             elif name == "task_prepared":
@@ -253,6 +281,10 @@ class LiveProgress:
         state = group.phase if group.status == "in_progress" else group.status
         name = f"step {step.label}" if step is not None else f"group {group.group_id}"
         title = f"{name} · {state} · {(group.ended or now) - group.started:.0f}s"
+        if group.budget:
+            title += f" · spent {group.budget}"
+        if group.ended is None and now < group.backoff_until:
+            title += f" · {group.backoff} ({group.backoff_until - now:.0f}s left)"
         return title, counts, rows, max(0, len(tasks) - self.max_rows)
 
     def _table(

@@ -13,6 +13,7 @@ import click
 from ..config import CONFIG_RELATIVE_PATH, config_template
 from ..errors import MaestroError
 from ..runtime.coordinator import AsyncParallelCoordinator
+from ..runtime.digest import SUMMARY_COMMAND_RELATIVE, SUMMARY_COMMAND_TEXT
 from ..state.store import GroupStore
 from ..trackers.local import LocalTracker
 from ._common import (
@@ -99,20 +100,38 @@ def recover(state: AppState, group_id: str, as_json: bool) -> int:
 
 
 @command()
-@click.option("--force", is_flag=True, help="Overwrite an existing config.toml.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option(
+    "--summary-command",
+    is_flag=True,
+    help="Also write .claude/commands/flow/summary.md, the /flow:summary command the refresh runs "
+    "(without it the refresh is the built-in digest); an existing config.toml is then kept.",
+)
 @json_option()
 @pass_state
-def init(state: AppState, force: bool, as_json: bool) -> int:
+def init(state: AppState, force: bool, summary_command: bool, as_json: bool) -> int:
     """Write .flow/maestro/config.toml with every key at its default, commented."""
     path = state.repo_root / CONFIG_RELATIVE_PATH
-    if path.exists() and not force:
+    summary = state.repo_root / SUMMARY_COMMAND_RELATIVE
+    if summary_command and summary.exists() and not force:
+        raise FailedError(f"{summary} already exists (--force to overwrite)")
+    write_config = force or not path.exists()
+    if not write_config and not summary_command:
         raise FailedError(f"{path} already exists (--force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(config_template())
-    os.replace(tmp, path)
+    targets = ([(path, config_template(), 0o700)] if write_config else []) + (
+        [(summary, SUMMARY_COMMAND_TEXT, 0o755)] if summary_command else []
+    )
+    for target, text, mode in targets:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=mode)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
     if as_json:
-        emit_json({"path": str(path), "written": True})
+        document: dict[str, object] = {"path": str(path), "written": write_config}
+        if summary_command:
+            document["summary_command"] = str(summary)
+        emit_json(document)
     else:
-        click.echo(f"wrote {path}")
+        for target, _, _ in targets:
+            click.echo(f"wrote {target}")
     return ExitCode.OK

@@ -1,22 +1,31 @@
 """One task's attempts: launch the agent, watch it, judge it, and retry a rate-limited run.
 
-The retry policy is a pure function (:func:`retry_delay`); :class:`Attempts`
-does the I/O: it staggers launches, keeps the running agents (so the tracker
-poll and a forced stop can reach them), and turns each run into a
+Every attempt holds a slot of the run's :class:`~.governor.Governor` for its preset: when one
+agent is rate limited, the retries and launches of every agent of that preset wait out one shared
+backoff (journaled as a ``backoff`` event), and fewer run at once until the API serves again.
+With ``[agent] backoff = "per-task"`` there is no governor and each task waits
+:func:`retry_delay` (a pure function) on its own.  A budget that is spent refuses the next
+attempt.  :class:`Attempts` does the I/O: it staggers launches, keeps the running agents (so the
+tracker poll and a forced stop can reach them), and turns each run into a
 :class:`~maestro_parallel.agents.Verdict`.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 
 from ..agents import ResultScanner, Verdict, judge
+from ..agents.ratelimit import Outcome
 from ..state.logfiles import append_bytes, file_size, read_tail, scan_log
 from ..state.store import GroupStore
+from .budget_gate import BudgetGate
+from .governor import Governor
 from .launch import LaunchPlan
 from .outcome import StopState
 from .process import AgentProcess, run_command
@@ -47,12 +56,16 @@ class Attempts:
         sink: EventSink,
         stop: StopState,
         on_launched: Callable[[str], Awaitable[None]],
+        governor: Governor | None = None,
+        budget: BudgetGate | None = None,
     ) -> None:
         self.repo_root = repo_root
         self.store = store
         self.sink = sink
         self.stop = stop
         self.on_launched = on_launched
+        self.governor = governor
+        self.budget = budget
         self.running: dict[str, AgentProcess] = {}  # task id -> its agent while it runs
         self.pgids: dict[str, int] = {}
         self.closed_by_tracker: set[str] = set()
@@ -75,23 +88,67 @@ class Attempts:
             agent.request_stop()
 
     async def run(self, plan: LaunchPlan) -> tuple[Verdict, int | None]:
-        """Attempt ``plan`` until it is not retryable, retries are spent or the run halts."""
+        """Attempt ``plan`` until it is not retryable, retries are spent, the budget is, or the run halts."""
         task_id = plan.record.task_id
+        preset = plan.settings.preset
         attempt = int((self.sink.meta.result_for(task_id) or {}).get("attempts") or 0)
         retries = plan.settings.retries
         while True:
             attempt += 1
             await self._stagger(plan.settings.launch_stagger_seconds)
-            verdict, exit_code = await self.attempt(plan, attempt)
+            async with self._slot(preset) as admitted:  # after the stagger: a backoff opened meanwhile is waited out
+                refusal = self.budget.refusal() if self.budget is not None else None
+                if refusal is not None:  # spent while this attempt waited for its slot
+                    await self.on_launched(task_id)  # as far as it will get
+                    return Verdict(False, refusal, {}), None
+                verdict, exit_code = await self.attempt(plan, attempt)
+            # Reported before anything awaits: the agents woken by the released slot must already
+            # see the backoff this rate limit opens, or they launch straight into it.
+            opened = self._report(preset, verdict, admitted)
             await self.on_launched(task_id)  # also when the spawn itself failed
+            if self.budget is not None:
+                await self.budget.charge(verdict.extra)
+            if opened is not None and self.governor is not None:
+                limit = self.governor.limit(preset)
+                await self.sink.emit(
+                    "backoff",
+                    task_id=task_id,
+                    preset=preset,
+                    delay_seconds=round(opened, 2),
+                    limit=None if math.isinf(limit) else int(limit),
+                    rate_limits=self.governor.rate_limits(preset),
+                )
             if not (verdict.retryable and retries > 0 and not self.stop.halted):
                 return verdict, exit_code
             retries -= 1
-            delay = retry_delay(attempt, random.uniform(0.5, 1.5))
+            if self.governor is None:
+                delay = retry_delay(attempt, random.uniform(0.5, 1.5))
+            else:  # the shared backoff: the next slot() waits it out with every agent of the preset
+                delay = round(self.governor.backoff_remaining(preset), 2)
             await self.sink.emit(
                 "task_retry", task_id=task_id, attempt=attempt, delay_seconds=delay, reason=verdict.error
             )
-            await anyio.sleep(delay)
+            if self.governor is None:
+                await anyio.sleep(delay)
+
+    @asynccontextmanager
+    async def _slot(self, preset: str) -> AsyncIterator[float | None]:
+        """The governor's slot for ``preset`` and when it was admitted (nothing under the per-task backoff)."""
+        if self.governor is None:
+            yield None
+            return
+        async with self.governor.slot(preset) as admitted:
+            yield admitted
+
+    def _report(self, preset: str, verdict: Verdict, admitted: float | None) -> float | None:
+        """Tell the governor how the attempt went; the shared backoff this opened, if any."""
+        if self.governor is None:
+            return None
+        if verdict.completed:
+            outcome = Outcome.SUCCESS
+        else:
+            outcome = Outcome.RATE_LIMITED if verdict.retryable else Outcome.FAILED
+        return self.governor.report(preset, outcome, admitted=admitted)
 
     async def _stagger(self, stagger: float) -> None:
         """Space launches: wait until ``stagger`` seconds after the previous staggered launch."""
@@ -152,7 +209,14 @@ class Attempts:
             self.closed_by_tracker.discard(task_id)
             return Verdict(True, None, {"closed": True, "closed_by_agent": True}), result.returncode
         if result.timed_out:
-            return Verdict(False, f"timed out after {settings.timeout_seconds:g}s", {}), result.returncode
+            error = f"timed out after {settings.timeout_seconds:g}s"
+            if settings.result_format == "codex-jsonl":  # say why: Codex retries a dead API without end
+                if settings.max_log_bytes <= 0:
+                    await scan_log(log_path, offset, scanner)
+                scanner.finish()
+                if not scanner.codex_turns_completed:
+                    error += " (no turn completed)"
+            return Verdict(False, error, {}), result.returncode
         if result.returncode == 0 and settings.result_format == "exit-code":
             return Verdict(True, None, {}), 0  # nothing in the log can change this verdict
         if settings.max_log_bytes <= 0:

@@ -23,6 +23,7 @@ import aiofiles.os
 import anyio
 
 from .._paths import MAESTRO_RELATIVE_PATH
+from ..budget import Spending, budget_limits
 from ..config import Config, load_config
 from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationError
 from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
@@ -32,6 +33,7 @@ from ..state.store import GroupStore
 from ..tasks import TaskRecord, coerce_task
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
+from .governor import Governor
 from .group_run import GroupRun
 from .hooks import run_refresh, run_tests
 
@@ -149,6 +151,12 @@ class AsyncParallelCoordinator:
         self._callbacks: list[EventCallback] = [on_event] if on_event is not None else []
         self._runs: dict[str, GroupRun] = {}
         self._interrupted: tuple[str, bool] | None = None
+        #: Shared by every group this coordinator runs (all the steps of a ``run`` plan): one
+        #: backoff and concurrency limit per preset, one account of what the agents spent.  The
+        #: governor has no ceiling of its own: ``max_parallel`` bounds each group (its limiter),
+        #: ``[plan] max_agents`` the plan, and the governor only lowers what they allow.
+        self.governor = Governor() if self.config.agent.backoff == "shared" else None
+        self.spending = Spending(budget_limits(self.config))
 
     # ------------------------------------------------------------------ public API
 
@@ -307,6 +315,8 @@ class AsyncParallelCoordinator:
             halt_on_failure=halt_on_failure,
             notes=notes,
             agents=self.agent_limiter,
+            governor=self.governor,
+            spending=self.spending,
         )
 
     def _publish(self, event: dict[str, Any]) -> None:

@@ -24,6 +24,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from ..agents import available_subagents
+from ..agents.subagents import scan_agent_files
+from ..budget import Spending, budget_limits
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
@@ -32,6 +34,8 @@ from ..state.store import GroupStore
 from ..tasks import TaskRecord
 from ..trackers.base import Tracker
 from .attempt import Attempts
+from .budget_gate import BudgetGate
+from .governor import Governor
 from .hooks import run_refresh, run_tests
 from .launch import LaunchPlan, LaunchPreparer
 from .outcome import StopState, final_status
@@ -39,6 +43,13 @@ from .recovery import recover_orphans, stop_strays
 from .sink import EventSink, Publish
 
 __all__ = ("GroupRun",)
+
+
+def _recorded_spending(meta: GroupMetadata) -> float:
+    """What a stored group's agents spent: its journaled budget, else the costs of its results."""
+    if meta.budget is not None and "spent_usd" in meta.budget:
+        return meta.budget["spent_usd"]
+    return float(sum(r["cost_usd"] for r in meta.results if isinstance(r.get("cost_usd"), (int, float))))
 
 
 class GroupRun:
@@ -57,6 +68,8 @@ class GroupRun:
         halt_on_failure: bool = False,
         notes: list[str] | None = None,
         agents: anyio.CapacityLimiter | None = None,
+        governor: Governor | None = None,
+        spending: Spending | None = None,
     ) -> None:
         self.config = config
         self.agents = agents  # shared with the other groups of a plan: agents running at once across all of them
@@ -74,8 +87,20 @@ class GroupRun:
         self.launcher = LaunchPreparer(
             config=config, repo_root=repo_root, store=store, sink=self.sink, grace=lambda: self.grace
         )
+        if governor is None and config.agent.backoff == "shared":
+            governor = Governor(config.agent.max_parallel)
+        spending = spending if spending is not None else Spending(budget_limits(config))
+        if self.group_id not in spending.by_group:  # a resumed group already spent what it recorded
+            spending.charge(self.group_id, _recorded_spending(self.meta))
+        self.budget = BudgetGate(spending, self.group_id, self.sink)
         self.attempts = Attempts(
-            repo_root=repo_root, store=store, sink=self.sink, stop=self.stop, on_launched=self._note_launched
+            repo_root=repo_root,
+            store=store,
+            sink=self.sink,
+            stop=self.stop,
+            on_launched=self._note_launched,
+            governor=governor if config.agent.backoff == "shared" else None,
+            budget=self.budget,
         )
         self.work_scope: anyio.CancelScope | None = None
         self.group_deadline: float | None = None
@@ -170,6 +195,7 @@ class GroupRun:
         )
         for note in self.notes:
             await self.emit("warning", task_id=None, message=note)
+        await self.budget.announce()
         await self.sink.flush()
         plans = await self._pre_execution()
         if plans:
@@ -183,7 +209,13 @@ class GroupRun:
     async def _pre_execution(self) -> list[LaunchPlan]:
         self.context = None
         if self.config.refresh.enabled:
-            ok, warning, output = await run_refresh(self.config, self.repo_root, self.store.log_path("_refresh"))
+            ok, warning, output = await run_refresh(
+                self.config,
+                self.repo_root,
+                self.store.log_path("_refresh"),
+                self.group_id,
+                tasks=[r.metadata for r in self.records],
+            )
             await self.emit(
                 "refresh_finished", ok=ok, error=warning, log_path=self.store.relative(self.store.log_path("_refresh"))
             )
@@ -214,7 +246,9 @@ class GroupRun:
                     error=f"dependency check failed: {exc}",
                 )
             return []
-        available = available_subagents([self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"])
+        agent_folders = [self.repo_root / ".claude" / "agents", Path.home() / ".claude" / "agents"]
+        available = available_subagents(agent_folders)
+        self.launcher.agent_files = scan_agent_files(agent_folders)
         plans: list[LaunchPlan] = []
         for record in pending:
             plan = self.launcher.plan(record, available)
@@ -365,6 +399,13 @@ class GroupRun:
                     )
                     return
                 await plan.prepared.wait()
+                refusal = self.budget.refusal()
+                if refusal is not None:  # a cap was reached: nothing new launches
+                    await self._note_launched(task_id)
+                    await self.emit(
+                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error=refusal
+                    )
+                    return
                 if plan.problem is not None or not plan.argv:
                     await self._note_launched(task_id)
                     await self.emit(

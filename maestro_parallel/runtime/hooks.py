@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Sequence
 from configparser import ConfigParser
 from configparser import Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import anyio
+
 from ..agents import agent_environment, resolve_executable
 from ..config import Config
 from ..errors import StateError
+from ..models import TaskMetadata
 from ..state.locks import TestsLock
 from ..state.logfiles import last_line, read_head
+from .digest import format_digest, gather_digest, refresh_output_problem, summary_command_defined, uses_builtin_digest
 from .process import run_command
 from .stopping import describe_returncode
 
@@ -119,15 +124,26 @@ async def _run(
 
 
 async def run_refresh(
-    config: Config, repo_root: Path, log_path: Path, group_id: str | None = None
+    config: Config, repo_root: Path, log_path: Path, group_id: str | None = None, *,
+    tasks: Sequence[TaskMetadata] = (),
 ) -> tuple[bool, str | None, str]:
-    """Run the refresh command; return (ok, warning, output for the prompts).
+    """Run the refresh; return (ok, warning, output for the prompts).
+
+    The default command becomes the built-in digest when ``/flow:summary`` is not defined (and
+    under the codex preset).  A command's output must be usable: empty output, or a claude
+    failure printed with exit 0 (``Unknown command: /flow:summary``), fails the refresh.
 
     Run for a group, it sees ``MAESTRO_GROUP_ID`` as the agents do, so that a
     refresh orphaned by a killed coordinator is found and stopped by the
     group's recovery sweep (processes carrying the group's ``MAESTRO_*`` values).
     """
     command = list(config.refresh.command)
+    defined = summary_command_defined(repo_root, Path(os.environ["HOME"]) if os.environ.get("HOME") else None)
+    if uses_builtin_digest(command, config.agent.preset, summary_defined=defined):
+        text = format_digest(await gather_digest(repo_root, group_id=group_id, tasks=tasks))
+        await anyio.Path(log_path).write_text(text, encoding="utf-8")
+        head = text.encode("utf-8")[: config.refresh.max_bytes].decode("utf-8", "ignore")
+        return True, None, head
     env = command_env(repo_root)
     if group_id is not None:
         env["MAESTRO_GROUP_ID"] = group_id
@@ -138,7 +154,12 @@ async def run_refresh(
                           timeout=config.refresh.timeout_seconds, grace=config.agent.grace_seconds)
     if error is not None:
         return False, f"context refresh failed: {error}", ""
-    return True, None, await read_head(log_path, config.refresh.max_bytes)
+    output = await read_head(log_path, config.refresh.max_bytes)
+    claude = config.agent.preset == "claude" or Path(command[0]).name == "claude"
+    problem = refresh_output_problem(output, claude=claude)
+    if problem is not None:
+        return False, f"context refresh failed: {problem}", ""
+    return True, None, output
 
 
 async def run_tests(

@@ -27,6 +27,8 @@ from ..agents import (
     resolve_executable,
     strip_front_matter,
 )
+from ..agents.subagents import AgentFile, agent_flag
+from ..budget import budget_args
 from ..config import AgentSettings, Config
 from ..markers import is_safe_task_id
 from ..state.logfiles import read_head
@@ -57,6 +59,9 @@ class LaunchPlan:
     warnings: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)  # filled in by LaunchPreparer.prepare_all
     env: dict[str, str] = field(default_factory=dict)
+    #: Appended to the rendered template: ``--agent <name>`` when the subagent is applied (claude),
+    #: ``--max-budget-usd <x>`` when the task has a budget (claude).
+    agent_args: list[str] = field(default_factory=list)
     problem: str | None = None  # why it cannot launch, once prepared
     prepared: anyio.Event = field(default_factory=anyio.Event)
 
@@ -82,6 +87,7 @@ class LaunchPreparer:
         self._base_env: dict[str, dict[str, str]] = {}
         self._skill_cache: dict[str, str | None] = {}
         self._executables: dict[tuple[str, str], str | None] = {}
+        self.agent_files: dict[str, AgentFile] = {}  # .claude/agents, read in phase 1
 
     def plan(self, record: TaskRecord, available: frozenset[str] | None) -> LaunchPlan:
         """The subagent, settings and executable of one task."""
@@ -98,7 +104,11 @@ class LaunchPreparer:
         if key not in self._executables:  # resolved once per subagent, not once per task
             path = settings.env.get("PATH", os.environ.get("PATH"))
             self._executables[key] = resolve_executable(program, repo_root=self.repo_root, path=path)
-        return LaunchPlan(record, subagent, settings, self._executables[key], config_key, warnings)
+        agent_args, warning = agent_flag(settings.preset, subagent, self.agent_files)
+        warnings += [warning] if warning else []
+        plan = LaunchPlan(record, subagent, settings, self._executables[key], config_key, warnings)
+        plan.agent_args = agent_args + budget_args(settings.preset, settings.max_budget_usd)
+        return plan
 
     def _values(self, record: TaskRecord, subagent: str, *, prompt: str, prompt_file: str) -> dict[str, str]:
         return {
@@ -129,6 +139,7 @@ class LaunchPreparer:
                     group_id=self.group_id,
                     context=context,
                     skills=skills,
+                    applied="--agent" in plan.agent_args,
                 )
                 batch.append((plan, skills, missing, prompt))
                 if len(batch) >= size or index == len(plans) - 1:
@@ -171,7 +182,7 @@ class LaunchPreparer:
         """Fill in the plan's argv and environment; the reason it cannot launch, or None."""
         record, settings = plan.record, plan.settings
         values = self._values(record, plan.subagent, prompt=prompt, prompt_file=str(prompt_path))
-        argv = render_argv(settings.command, values)
+        argv = render_argv(settings.command, values) + plan.agent_args
         argv[0] = plan.executable or argv[0]
         size = oversized_argument(argv)
         if size is not None:
