@@ -97,9 +97,10 @@ class TaskBlocked(_Event):
 class TaskStarted(_Event):
     task_id: str
     attempt: int
-    pid: int
-    pgid: int
-    start_time: int | None
+    pid: NotRequired[int]  # a local agent: its process, for recovery
+    pgid: NotRequired[int]
+    start_time: NotRequired[int | None]
+    host: NotRequired[str]  # an agent on a remote worker: that worker
     argv0: str
 
 

@@ -20,7 +20,7 @@ phase_changed       phase
 task_prepared       task_id, subagent, skills_applied, skills_missing, prompt_path
 warning             message, task_id (null: every task that runs in this run)
 task_blocked        task_id, blockers, error
-task_started        task_id, attempt, pid, pgid, start_time, argv0
+task_started        task_id, attempt, argv0; pid, pgid, start_time (local) or host (remote)
 task_retry          task_id, attempt, delay_seconds, reason
 task_finished       task_id, status, exit_code, error, extra (agent-reported fields)
 tests_finished      status (passed | failed | skipped), exit_code, command, error, log_path
@@ -251,7 +251,7 @@ def _task_started(meta: GroupMetadata, event: Mapping[str, Any], at: str | None)
     result["completed_at"] = None
     result["exit_code"] = None
     result["error"] = None
-    for key in ("pid", "pgid", "start_time"):
+    for key in ("pid", "pgid", "start_time", "host"):
         if event.get(key) is not None:
             result[key] = event[key]
 

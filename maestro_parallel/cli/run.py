@@ -154,7 +154,8 @@ def run_command(
                     return StepOutcome(StepStatus.HALTED, "interrupted before it started")
                 return await _execute_step(coordinator, step, by_id, halt=halt_on_failure)
 
-            return await run_plan(graph, run_step, limits=limits, durations=durations, on_change=record.changed)
+            async with coordinator:  # one executor (a Dask connection) for the whole plan
+                return await run_plan(graph, run_step, limits=limits, durations=durations, on_change=record.changed)
 
         try:
             reports, received = run_with_signals(state, [coordinator], body)

@@ -117,10 +117,12 @@ class AttemptSpec:
     grace_seconds: float = 5.0
     max_log_bytes: int = 0  # 0: no cap
     attempt: int = 1
+    work_branch: str = ""  # the branch the work goes to; "": :func:`task_branch` of the ids
 
     @property
     def branch(self) -> str:
-        return task_branch(self.group_id, self.task_id)
+        """``work_branch``, or ``maestro/<group_id>/<task_id>``: a group run passes isolation's name (ids escaped)."""
+        return self.work_branch or task_branch(self.group_id, self.task_id)
 
 
 class AttemptStatus(StrEnum):

@@ -26,6 +26,7 @@ from ..agents import available_subagents
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
+from ..executors.base import ExecutorError
 from ..models import GroupMetadata, GroupPhase, TaskStatus
 from ..state.store import GroupStore
 from ..tasks import TaskRecord
@@ -35,6 +36,7 @@ from .hooks import run_refresh, run_tests
 from .launch import LaunchPlan, LaunchPreparer
 from .outcome import StopState, final_status
 from .recovery import recover_orphans, stop_strays
+from .remote import ExecutorSlot, RemoteAttempts, resolve_remote_base
 from .sink import EventSink, Publish
 
 __all__ = ("GroupRun",)
@@ -55,8 +57,10 @@ class GroupRun:
         publish: Publish,
         halt_on_failure: bool = False,
         notes: list[str] | None = None,
+        executor: ExecutorSlot | None = None,
     ) -> None:
         self.config = config
+        self.executor = executor
         self.tracker = tracker
         self.repo_root = repo_root
         self.store = store
@@ -228,7 +232,14 @@ class GroupRun:
                 )
             else:
                 plans.append(plan)
-        missing = [p for p in plans if p.executable is None]
+        if plans and self.executor is not None:
+            problem = await self._connect_remote(len(plans))
+            if problem is not None:
+                await self._not_launched(plans, problem)
+                await self.emit("group_error", message=problem)
+                return []
+        # An agent on a worker is found by the worker's PATH: only a local agent must exist here.
+        missing = [p for p in plans if p.executable is None] if self.attempts.remote is None else []
         if missing:
             first = missing[0]
             for plan in plans:
@@ -249,6 +260,31 @@ class GroupRun:
                 )
             return []
         return plans
+
+    async def _connect_remote(self, agents: int) -> str | None:
+        """Resolve the base commit and reach the executor; why the group cannot run remotely, or None."""
+        assert self.executor is not None
+        limit = self.config.agent.max_parallel
+        try:
+            base = await resolve_remote_base(self.repo_root, self.config.isolation)
+            executor = await self.executor.get(min(agents, limit) if limit > 0 else agents)
+        except ExecutorError as exc:
+            return str(exc)
+        self.attempts.remote = RemoteAttempts(
+            executor, base, store=self.store, sink=self.sink, on_started=self._note_launched
+        )
+        return None
+
+    async def _not_launched(self, plans: list[LaunchPlan], problem: str) -> None:
+        for plan in plans:
+            await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
+            await self.emit(
+                "task_finished",
+                task_id=plan.record.task_id,
+                status=TaskStatus.FAILED.value,
+                exit_code=None,
+                error=f"not launched: {problem}",
+            )
 
     def _status(self, task_id: str) -> str | None:
         result = self.meta.result_for(task_id)

@@ -1,0 +1,293 @@
+"""Groups executed through the command line with ``[executor] kind = "dask"``.
+
+A real ``distributed.LocalCluster`` of two worker processes (started once for
+the module) runs the agents; a real git repository receives their work as
+branches.  The agent is a committed script, so it exists in every worker's
+clone of ``base_sha``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from helpers import write_config
+
+from maestro_parallel.cli import main
+
+distributed = pytest.importorskip("distributed")
+
+#: The agent: writes <task>.txt, prints, and obeys words of its prompt: sleep=<s>, exit=<n>,
+#: pidfile=<path> (records "<pid> <grandchild pid> <worker pid>" there and starts a grandchild;
+#: when the file already exists it is a later attempt: it does not sleep).
+AGENT = r"""
+import os, re, subprocess, sys, time
+task, prompt_file = sys.argv[1], sys.argv[2]
+prompt = open(prompt_file, encoding="utf-8").read()
+def opt(name, default=None):
+    m = re.search(r"\b" + name + r"=(\S+)", prompt)
+    return m.group(1) if m else default
+open(f"{task}.txt", "w").write(f"work of {task}\n")
+print(f"{task} working", flush=True)
+sleep = float(opt("sleep", "0"))
+pidfile = opt("pidfile")
+if pidfile:
+    with open(pidfile + ".runs", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    if os.path.exists(pidfile):
+        sleep = 0
+    else:
+        child = subprocess.Popen(["sleep", "60"])
+        open(pidfile + ".tmp", "w").write(f"{os.getpid()} {child.pid} {os.getppid()}")
+        os.replace(pidfile + ".tmp", pidfile)
+time.sleep(sleep)
+print(f"{task} done", flush=True)
+sys.exit(int(opt("exit", "0")))
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return data[data.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def _wait_for(path: Path, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().strip():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    local = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=4, processes=True, dashboard_address=":0", silence_logs=50
+    )
+    try:
+        yield local
+    finally:
+        local.close()
+
+
+def _config(address: str, extra: str = "") -> str:
+    return f"""
+[agent]
+command = [{json.dumps(sys.executable)}, "agent.py", "{{task_id}}", "{{prompt_file}}"]
+timeout_seconds = 60
+grace_seconds = 1
+
+[refresh]
+enabled = false
+
+[tests]
+enabled = false
+
+[executor]
+kind = "dask"
+address = "{address}"
+{extra}
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path, cluster: Any) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "config", "user.email", "dev@example.com")
+    _git(root, "config", "user.name", "Dev")
+    (root / "agent.py").write_text(AGENT)
+    (root / ".gitignore").write_text(".flow/\ntasks.json\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "initial")
+    write_config(root, _config(cluster.scheduler_address))
+    return root
+
+
+def _tasks(repo: Path, *tasks: tuple[str, str]) -> str:
+    path = repo / "tasks.json"
+    path.write_text(
+        json.dumps([{"id": t, "title": f"[P:Group-g] task {t}", "description": d, "status": "open"} for t, d in tasks])
+    )
+    return str(path)
+
+
+def _execute(repo: Path, tasks_file: str) -> Result:
+    return CliRunner().invoke(
+        main, ["--repo-root", str(repo), "execute", "--group-id", "g", "--tasks-file", tasks_file, "--json"]
+    )
+
+
+def _journal(repo: Path) -> list[dict[str, Any]]:
+    path = repo / ".flow" / "maestro" / "parallel_groups" / "g" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _log(repo: Path, task_id: str) -> str:
+    return (repo / ".flow" / "maestro" / "parallel_groups" / "g" / "logs" / f"{task_id}.log").read_text()
+
+
+def _workers(cluster: Any) -> set[str]:
+    return set(cluster.scheduler_info["workers"])
+
+
+def test_a_group_runs_on_the_workers_and_its_work_comes_back_as_branches(repo: Path, cluster: Any) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    result = _execute(repo, _tasks(repo, ("a", "print"), ("b", "sleep=0.5"), ("c", "exit=3")))
+    assert result.exit_code == 1, result.output  # c failed
+    document = json.loads(result.stdout)
+    results = {r["task_id"]: r for r in document["results"]}
+    assert results["a"]["status"] == results["b"]["status"] == "completed"
+    assert results["c"]["status"] == "failed" and "exit code 3" in results["c"]["error"]
+    workers = _workers(cluster)
+    for task_id in ("a", "b", "c"):
+        entry = results[task_id]
+        assert entry["host"] in workers
+        assert entry["branch"] == f"maestro/g/{task_id}"
+        assert _git(repo, "rev-parse", f"refs/heads/maestro/g/{task_id}") == entry["head_sha"] != base
+        assert _git(repo, "show", f"maestro/g/{task_id}:{task_id}.txt") == f"work of {task_id}"
+        assert _git(repo, "rev-parse", f"maestro/g/{task_id}^") == base
+        # The worker's log is the task's log, as for a local agent.
+        assert _log(repo, task_id) == f"{task_id} working\n{task_id} done\n"
+    started = [e for e in _journal(repo) if e["event"] == "task_started"]
+    assert sorted(e["task_id"] for e in started) == ["a", "b", "c"]
+    assert all(e["host"] in workers and "pid" not in e for e in started)
+    # The user's checkout is untouched.
+    assert _git(repo, "rev-parse", "HEAD") == base
+    assert _git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert not (repo / "a.txt").exists()
+
+
+def test_a_refusing_scheduler_fails_the_group_in_one_line_and_launches_nothing(repo: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_config(repo, _config(f"tcp://127.0.0.1:{port}"))
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["--repo-root", str(repo), "execute", "--group-id", "g",
+                                       "--tasks-file", _tasks(repo, ("a", ""), ("b", ""))])
+    assert result.exit_code == 1
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in result.output
+    reason = f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
+    errors = [line for line in result.stdout.splitlines() if line.strip().startswith("error:")]
+    assert len(errors) == 1 and reason in errors[0]
+    journal = _journal(repo)
+    assert not [e for e in journal if e["event"] == "task_started"]
+    assert {e["task_id"]: e["error"] for e in journal if e["event"] == "task_finished"} == {
+        "a": f"not launched: {errors[0].split('error: ', 1)[1]}",
+        "b": f"not launched: {errors[0].split('error: ', 1)[1]}",
+    }
+    assert _git(repo, "for-each-ref", "refs/heads/maestro") == ""
+
+
+def test_shared_isolation_is_refused_for_dask_before_anything_runs(repo: Path, cluster: Any) -> None:
+    write_config(repo, _config(cluster.scheduler_address, '[isolation]\nmode = "shared"\n'))
+    result = _execute(repo, _tasks(repo, ("a", "")))
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["errors"] == [
+        "executor kind 'dask' needs worktree isolation, impossible here: mode = shared"
+    ]
+    assert not [e for e in _journal(repo) if e["event"] == "task_started"]
+
+
+def test_a_worker_killed_mid_task_fails_that_attempt_naming_it_and_the_retry_runs_it_once_more(
+    repo: Path, cluster: Any, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "doomed.pids"
+    killed: list[int] = []
+
+    def kill_its_worker() -> None:
+        agent, grandchild, worker = (int(x) for x in _wait_for(pidfile).split())
+        killed.extend([agent, grandchild])
+        os.kill(worker, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_its_worker)
+    killer.start()
+    try:
+        result = _execute(repo, _tasks(repo, ("doomed", f"sleep=60 pidfile={pidfile}")))
+    finally:
+        killer.join(60)
+        for pid in killed:  # the dead worker's agent is orphaned on its machine (a documented limit)
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        distributed.Client(cluster).wait_for_workers(2, timeout=60)
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["results"][0]
+    assert entry["status"] == "completed" and entry["attempts"] == 2
+    started = [e for e in _journal(repo) if e["event"] == "task_started"]
+    assert [e["attempt"] for e in started] == [1, 2]
+    lost = started[0]["host"]
+    assert any(f"worker {lost} died while running this attempt" in w for w in entry["warnings"])
+    # Each attempt ran exactly once: Dask's own rescheduling of the first never started it again.
+    assert len(Path(f"{pidfile}.runs").read_text().split()) == 2
+    assert _git(repo, "show", "maestro/g/doomed:doomed.txt") == "work of doomed"
+
+
+def test_work_that_cannot_be_applied_fails_its_task_naming_why(repo: Path) -> None:
+    # The task's branch is checked out in the user's repository: git refuses to move it under them.
+    _git(repo, "checkout", "-q", "-b", "maestro/g/busy")
+    base = _git(repo, "rev-parse", "HEAD")
+    result = _execute(repo, _tasks(repo, ("busy", ""), ("fine", "")))
+    assert result.exit_code == 1, result.output
+    results = {r["task_id"]: r for r in json.loads(result.stdout)["results"]}
+    assert results["fine"]["status"] == "completed"
+    busy = results["busy"]
+    assert busy["status"] == "failed"
+    assert busy["error"].startswith("the work of task busy cannot be applied: git fetch failed:")
+    assert busy["error"].endswith(f"(from {busy['host']})")
+    assert _git(repo, "rev-parse", "maestro/g/busy") == base
+    assert not (repo / "busy.txt").exists()
+
+
+def test_ctrl_c_of_execute_stops_the_agents_on_the_workers(repo: Path, tmp_path: Path) -> None:
+    files = [tmp_path / f"c{n}.pids" for n in range(2)]
+    tasks_file = _tasks(repo, *((f"c{n}", f"sleep=60 pidfile={files[n]}") for n in range(2)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), "execute", "--group-id", "g",
+         "--tasks-file", tasks_file, "--json"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        pids = [int(x) for path in files for x in _wait_for(path).split()[:2]]
+        assert all(_alive(pid) for pid in pids)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    document = json.loads(stdout)
+    assert document["status"] == "failed"
+    assert {r["error"] for r in document["results"]} == {"interrupted by SIGINT"} or all(
+        "interrupted" in r["error"] for r in document["results"]
+    )
+    assert not [pid for pid in pids if _alive(pid)]
+    for n in range(2):  # what they had written came home
+        assert _git(repo, "show", f"maestro/g/c{n}:c{n}.txt") == f"work of c{n}"
+        assert f"c{n} working" in _log(repo, f"c{n}")
