@@ -190,13 +190,13 @@ def test_a_refusing_scheduler_fails_the_group_in_one_line_and_launches_nothing(r
     assert time.monotonic() - started < 30
     assert "Traceback" not in result.output
     reason = f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
-    errors = [line for line in result.stdout.splitlines() if line.strip().startswith("error:")]
-    assert len(errors) == 1 and reason in errors[0]
+    errors = [line for line in result.stdout.splitlines() if reason in line]
+    assert len(errors) == 1 and errors[0].startswith("  error: ")
     journal = _journal(repo)
     assert not [e for e in journal if e["event"] == "task_started"]
     assert {e["task_id"]: e["error"] for e in journal if e["event"] == "task_finished"} == {
-        "a": f"not launched: {errors[0].split('error: ', 1)[1]}",
-        "b": f"not launched: {errors[0].split('error: ', 1)[1]}",
+        "a": "not launched",
+        "b": "not launched",
     }
     assert _git(repo, "for-each-ref", "refs/heads/maestro") == ""
 
@@ -206,9 +206,7 @@ def test_shared_isolation_is_refused_for_dask_before_anything_runs(repo: Path, c
     result = _execute(repo, _tasks(repo, ("a", "")))
     assert result.exit_code == 1
     document = json.loads(result.stdout)
-    assert document["errors"] == [
-        "executor kind 'dask' needs worktree isolation, impossible here: mode = shared"
-    ]
+    assert "executor kind 'dask' needs worktree isolation, impossible here: mode = shared" in document["errors"]
     assert not [e for e in _journal(repo) if e["event"] == "task_started"]
 
 

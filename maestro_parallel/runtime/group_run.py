@@ -235,8 +235,8 @@ class GroupRun:
         if plans and self.executor is not None:
             problem = await self._connect_remote(len(plans))
             if problem is not None:
-                await self._not_launched(plans, problem)
-                await self.emit("group_error", message=problem)
+                await self.emit("group_error", message=problem)  # said once, for the group
+                await self._not_launched(plans)
                 return []
         # An agent on a worker is found by the worker's PATH: only a local agent must exist here.
         missing = [p for p in plans if p.executable is None] if self.attempts.remote is None else []
@@ -275,7 +275,7 @@ class GroupRun:
         )
         return None
 
-    async def _not_launched(self, plans: list[LaunchPlan], problem: str) -> None:
+    async def _not_launched(self, plans: list[LaunchPlan]) -> None:
         for plan in plans:
             await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
             await self.emit(
@@ -283,7 +283,7 @@ class GroupRun:
                 task_id=plan.record.task_id,
                 status=TaskStatus.FAILED.value,
                 exit_code=None,
-                error=f"not launched: {problem}",
+                error="not launched",
             )
 
     def _status(self, task_id: str) -> str | None:
