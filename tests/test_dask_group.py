@@ -25,6 +25,8 @@ from click.testing import CliRunner, Result
 from helpers import write_config
 
 from maestro_parallel.cli import main
+from maestro_parallel.executors import WorkerPath
+from maestro_parallel.runtime.remote import remote_argv, remote_env
 
 distributed = pytest.importorskip("distributed")
 
@@ -55,6 +57,25 @@ time.sleep(sleep)
 print(f"{task} done", flush=True)
 sys.exit(int(opt("exit", "0")))
 """
+
+
+@pytest.mark.parametrize(
+    ("argv", "program", "shipped"),
+    [
+        (["/usr/bin/claude", "-p", "hi"], "claude", ("claude", "-p", "hi")),
+        (["/opt/agent", "--file=/r/.flow/p/t.md"], None, ("/opt/agent", WorkerPath("prompt_file", "--file=", ""))),
+        (["a", "/r/.flow/p/t.md", "cd /r && make"], None, ("a", WorkerPath("prompt_file"), WorkerPath("worktree", "cd ", " && make"))),
+        (["a", "{prompt_file}", "/rx", "/rx:/r/src"], None, ("a", "{prompt_file}", "/rx", WorkerPath("worktree", "/rx:", "/src"))),
+    ],
+)
+def test_a_local_argv_is_made_fit_for_a_worker(argv: list[str], program: str | None, shipped: tuple[object, ...]) -> None:
+    assert remote_argv(argv, prompt_file="/r/.flow/p/t.md", repo_root="/r", program=program) == shipped
+
+
+def test_only_the_agents_own_variables_travel_to_a_worker() -> None:
+    env = {"PATH": "/bin", "HOME": "/home/me", "TOKEN": "t", "MAESTRO_TASK_ID": "a", "MAESTRO_PROMPT_FILE": "/r/p",
+           "MAESTRO_REPO_ROOT": "/r", "MAESTRO_SKILLS": ""}
+    assert remote_env(env, {"TOKEN": "t"}) == {"TOKEN": "t", "MAESTRO_TASK_ID": "a", "MAESTRO_SKILLS": ""}
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -289,3 +310,31 @@ def test_ctrl_c_of_execute_stops_the_agents_on_the_workers(repo: Path, tmp_path:
     for n in range(2):  # what they had written came home
         assert _git(repo, "show", f"maestro/g/c{n}:c{n}.txt") == f"work of c{n}"
         assert f"c{n} working" in _log(repo, f"c{n}")
+
+
+def test_a_task_closed_in_the_tracker_stops_its_agent_on_the_worker(repo: Path, cluster: Any, tmp_path: Path) -> None:
+    write_config(repo, _config(cluster.scheduler_address, "[tracker]\npoll_interval_seconds = 0.2\n"))
+    pidfile = tmp_path / "closed.pids"
+    tasks_file = _tasks(repo, ("closed", f"sleep=60 pidfile={pidfile}"))
+
+    def close_it() -> None:
+        _wait_for(pidfile)
+        tasks = json.loads(Path(tasks_file).read_text())
+        tasks[0]["status"] = "closed"
+        Path(tasks_file).write_text(json.dumps(tasks))
+
+    closer = threading.Thread(target=close_it)
+    closer.start()
+    began = time.monotonic()
+    try:
+        result = _execute(repo, tasks_file)
+    finally:
+        closer.join(60)
+    assert time.monotonic() - began < 40  # not the agent's 60 s
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["results"][0]
+    assert entry["status"] == "completed" and entry["closed"] is True
+    assert entry["host"] in _workers(cluster) and entry["branch"] == "maestro/g/closed"
+    agent, grandchild, _ = (int(x) for x in pidfile.read_text().split())
+    assert not _alive(agent) and not _alive(grandchild)
+    assert _git(repo, "show", "maestro/g/closed:closed.txt") == "work of closed"

@@ -15,14 +15,14 @@ from pathlib import Path
 import anyio
 
 from ..agents import ResultScanner, Verdict, judge
-from ..executors.base import AttemptStatus, Executor, ExecutorEvent
+from ..executors.base import AttemptStatus, EventKind, Executor, ExecutorEvent
 from ..state.logfiles import append_bytes, file_size, read_tail, scan_log
 from ..state.store import GroupStore
 from .launch import LaunchPlan
 from .local_executor import LocalExecutor, local_spec
 from .outcome import StopState
 from .process import AgentProcess
-from .remote import RemoteAttempts
+from .remote import RemoteAgent, RemoteAttempts
 from .sink import EventSink
 from .stopping import describe_returncode, kill_process_group
 
@@ -58,7 +58,7 @@ class Attempts:
         self.on_launched = on_launched
         #: Where attempts run when not here: set in Phase 1 for ``[executor] kind = "dask"``.
         self.remote: RemoteAttempts | None = None
-        self.running: dict[str, AgentProcess] = {}  # task id -> its agent while it runs
+        self.running: dict[str, AgentProcess | RemoteAgent] = {}  # task id -> its agent while it runs
         self.pgids: dict[str, int] = {}
         self.closed_by_tracker: set[str] = set()
         # One spawn at a time, released as soon as the process exists: launches interleave with
@@ -134,6 +134,11 @@ class Attempts:
             )
             await self.on_launched(task_id)
 
+        def on_event(event: ExecutorEvent) -> None:
+            # A local agent is known through ``started``; a remote one from its worker's word.
+            if event.kind is EventKind.STARTED and self.remote is not None:
+                self.running[task_id] = self.remote.handle(task_id)
+
         grace = self.stop.grace(settings.grace_seconds)  # the subagent's own grace period
         executor: Executor
         if self.remote is not None:
@@ -160,7 +165,7 @@ class Attempts:
                 spawn_gate=self.spawn_gate,
             )
         try:
-            outcome = await executor.run(spec, _ignore)  # the one place an attempt is dispatched
+            outcome = await executor.run(spec, on_event)  # the one place an attempt is dispatched
         finally:
             self.running.pop(task_id, None)
             self.pgids.pop(task_id, None)
@@ -171,7 +176,7 @@ class Attempts:
             return Verdict(False, outcome.error, remote, retryable=lost), outcome.returncode
         if task_id in self.closed_by_tracker:
             self.closed_by_tracker.discard(task_id)
-            return Verdict(True, None, {"closed": True, "closed_by_agent": True}), outcome.returncode
+            return Verdict(True, None, {"closed": True, "closed_by_agent": True, **remote}), outcome.returncode
         if outcome.status is AttemptStatus.TIMED_OUT:
             return Verdict(False, f"timed out after {settings.timeout_seconds:g}s", remote), outcome.returncode
         if outcome.returncode == 0 and settings.result_format == "exit-code":
@@ -185,6 +190,3 @@ class Attempts:
         verdict.extra.update(remote)
         return verdict, outcome.returncode
 
-
-def _ignore(event: ExecutorEvent) -> None:
-    """The run hears of its attempts through the executor's own hooks, not its event callback."""

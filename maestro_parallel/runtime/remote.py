@@ -31,6 +31,7 @@ from ..config import ExecutorConfig, IsolationConfig
 from ..executors.base import (
     AttemptOutcome,
     AttemptSpec,
+    AttemptStatus,
     EventKind,
     EventSink,
     Executor,
@@ -40,6 +41,7 @@ from ..executors.base import (
     WorkerPath,
 )
 from ..isolation.errors import IsolationError
+from ..isolation.git import run_git
 from ..isolation.refs import task_branch
 from ..isolation.workspace import IsolationMode, resolve_base, resolve_mode
 from ..state.logfiles import append_bytes, file_size, replace_from
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "ExecutorSlot",
+    "RemoteAgent",
     "RemoteAttempts",
     "RemoteBase",
     "remote_argv",
@@ -102,13 +105,24 @@ def remote_argv(
             shipped.append(program)
             continue
         for local, name in ((prompt_file, "prompt_file"), (repo_root, "worktree")):
-            if local and local in element:
-                prefix, _, suffix = element.partition(local)
-                shipped.append(WorkerPath(name, prefix, suffix))
+            at = _path_at(element, local)
+            if at >= 0:
+                shipped.append(WorkerPath(name, element[:at], element[at + len(local) :]))
                 break
         else:
             shipped.append(element)
     return tuple(shipped)
+
+
+def _path_at(text: str, path: str) -> int:
+    """Where ``path`` occurs in ``text`` as a whole path (not ``/repo`` inside ``/repository``); -1: nowhere."""
+    start = text.find(path) if path else -1
+    while start >= 0:
+        end = start + len(path)
+        if end == len(text) or not (text[end].isalnum() or text[end] in "-_."):
+            return start
+        start = text.find(path, start + 1)
+    return -1
 
 
 def remote_env(env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -162,6 +176,18 @@ class ExecutorSlot:
                 await close()
 
 
+@dataclass(frozen=True)
+class RemoteAgent:
+    """An agent running on a worker, as the run's tracker poll sees it: something to stop."""
+
+    attempts: RemoteAttempts
+    task_id: str
+
+    def request_stop(self) -> None:
+        """Stop it on its worker (its grace period applies there); its attempt ends ``stopped``."""
+        self.attempts.request_stop(self.task_id)
+
+
 class RemoteAttempts:
     """A group run's attempts on a remote executor: specs, live events, the log file.
 
@@ -182,6 +208,7 @@ class RemoteAttempts:
         self.store = store
         self.sink = sink
         self.on_started = on_started
+        self._stops: dict[str, anyio.CancelScope] = {}
 
     async def spec(self, plan: LaunchPlan, attempt: int, grace: float) -> AttemptSpec:
         """One attempt of ``plan``, made to run on any worker."""
@@ -206,31 +233,55 @@ class RemoteAttempts:
             work_branch=task_branch(self.store.group_id, record.task_id),
         )
 
+    def handle(self, task_id: str) -> RemoteAgent:
+        """What the run keeps for a task whose agent runs on a worker: a way to stop it early."""
+        return RemoteAgent(self, task_id)
+
     async def run(self, spec: AttemptSpec, on_event: EventSink) -> AttemptOutcome:
         """Run ``spec`` remotely; its events reach the journal and its log file as they come.
 
         When the worker's whole log differs from the lines streamed (a cap, a
         stream limit), it replaces them, so the verdict reads what a local run
-        would have written.
+        would have written.  A stop requested through :meth:`handle` (the tracker
+        closed the task) stops the agent and is a ``stopped`` outcome.
         """
         log_path = self.store.log_path(spec.task_id)
         offset = await file_size(log_path) if spec.attempt > 1 else 0
         await replace_from(log_path, offset, b"")
         send, receive = anyio.create_memory_object_stream[ExecutorEvent](math.inf)
+        host = ""
 
         def forward(event: ExecutorEvent) -> None:
+            nonlocal host
+            host = event.host or host
             send.send_nowait(event)
             on_event(event)
 
+        outcome: AttemptOutcome | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._record_events, receive, spec, log_path)
             try:
-                outcome = await self.executor.run(spec, forward)
+                with anyio.CancelScope() as scope:
+                    self._stops[spec.task_id] = scope
+                    outcome = await self.executor.run(spec, forward)
             finally:
+                self._stops.pop(spec.task_id, None)
                 send.close()  # the recorder writes what is left, then ends
+        if outcome is None:  # stopped on request: the executor brought its work home before it returned
+            ref = f"refs/heads/{spec.branch}"
+            head = await run_git(spec.repo.path, "rev-parse", "-q", "--verify", ref, check=False, timeout=30)
+            found = head.stdout.strip() if head.ok else None
+            return AttemptOutcome(
+                AttemptStatus.STOPPED, host=host, branch=spec.branch if found else None, head_sha=found
+            )
         if outcome.log:
             await replace_from(log_path, offset, outcome.log)
         return outcome
+
+    def request_stop(self, task_id: str) -> None:
+        scope = self._stops.get(task_id)
+        if scope is not None:
+            scope.cancel()
 
     async def _record_events(
         self, receive: anyio.abc.ObjectReceiveStream[ExecutorEvent], spec: AttemptSpec, log_path: Path
