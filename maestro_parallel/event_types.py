@@ -94,13 +94,18 @@ class TaskBlocked(_Event):
     error: str
 
 
-class TaskStarted(_Event):
+class _WhereStarted(TypedDict, total=False):
+    """A local agent's process (for recovery), or the remote worker that runs it: one or the other."""
+
+    pid: int
+    pgid: int
+    start_time: int | None
+    host: str
+
+
+class TaskStarted(_Event, _WhereStarted):
     task_id: str
     attempt: int
-    pid: NotRequired[int]  # a local agent: its process, for recovery
-    pgid: NotRequired[int]
-    start_time: NotRequired[int | None]
-    host: NotRequired[str]  # an agent on a remote worker: that worker
     argv0: str
 
 

@@ -293,6 +293,10 @@ def test_ctrl_c_of_execute_stops_the_agents_on_the_workers(repo: Path, tmp_path:
     try:
         pids = [int(x) for path in files for x in _wait_for(path).split()[:2]]
         assert all(_alive(pid) for pid in pids)
+        # The lines the agents print reach their log files while they run (what `logs --follow` reads).
+        logs = repo / ".flow" / "maestro" / "parallel_groups" / "g" / "logs"
+        for n in range(2):
+            assert _wait_for(logs / f"c{n}.log") == f"c{n} working\n"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
