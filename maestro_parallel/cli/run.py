@@ -146,6 +146,8 @@ def run_command(
         coordinator = AsyncParallelCoordinator(
             state.repo_root, config=_capped(config, limits.max_agents), tracker=tracker, on_event=on_event
         )
+        if coordinator.executor is not None:  # a LocalCluster started for the plan holds the agents it may run at once
+            coordinator.executor.agents = limits.max_agents or len(pending)
         record = _PlanRecord(state, graph, durations)
 
         async def body(received: list[int]) -> dict[str, StepReport]:
