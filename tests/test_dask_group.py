@@ -342,3 +342,34 @@ def test_a_task_closed_in_the_tracker_stops_its_agent_on_the_worker(repo: Path, 
     agent, grandchild, _ = (int(x) for x in pidfile.read_text().split())
     assert not _alive(agent) and not _alive(grandchild)
     assert _git(repo, "show", "maestro/g/closed:closed.txt") == "work of closed"
+
+
+def test_the_group_timeout_stops_the_agent_on_its_worker(repo: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "slow.pids"
+    began = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        ["--repo-root", str(repo), "execute", "--group-id", "g", "--timeout", "3", "--json",
+         "--tasks-file", _tasks(repo, ("slow", f"sleep=60 pidfile={pidfile}"))],
+    )
+    assert time.monotonic() - began < 40
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert any("group timed out after 3s" in error for error in document["errors"])
+    agent, grandchild, _ = (int(x) for x in pidfile.read_text().split())
+    assert not _alive(agent) and not _alive(grandchild)
+    assert _git(repo, "show", "maestro/g/slow:slow.txt") == "work of slow"
+
+
+def test_a_whole_plan_runs_its_groups_on_the_workers(repo: Path, cluster: Any) -> None:
+    path = repo / "tasks.json"
+    path.write_text(json.dumps([
+        {"id": "a", "title": "[P:Group-one] a", "description": "", "status": "open"},
+        {"id": "b", "title": "[P:Group-two] b", "description": "", "status": "open", "dependencies": ["a"]},
+    ]))
+    result = CliRunner().invoke(main, ["--repo-root", str(repo), "run", "--tasks-file", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    for group, task_id in (("one", "a"), ("two", "b")):
+        assert _git(repo, "show", f"maestro/{group}/{task_id}:{task_id}.txt") == f"work of {task_id}"
+        meta = json.loads((repo / ".flow" / "maestro" / "parallel_groups" / group / "metadata.json").read_text())
+        assert meta["results"][0]["host"] in _workers(cluster)

@@ -42,7 +42,7 @@ from ..executors.base import (
 )
 from ..isolation.errors import IsolationError
 from ..isolation.git import run_git
-from ..isolation.refs import task_branch
+from ..isolation.refs import attempt_branch, task_branch
 from ..isolation.workspace import IsolationMode, resolve_base, resolve_mode
 from ..state.logfiles import append_bytes, file_size, replace_from
 from ..state.store import GroupStore
@@ -248,6 +248,7 @@ class RemoteAttempts:
         log_path = self.store.log_path(spec.task_id)
         offset = await file_size(log_path) if spec.attempt > 1 else 0
         await replace_from(log_path, offset, b"")
+        await self._keep_aside(spec)
         send, receive = anyio.create_memory_object_stream[ExecutorEvent](math.inf)
         host = ""
 
@@ -277,6 +278,16 @@ class RemoteAttempts:
         if outcome.log:
             await replace_from(log_path, offset, outcome.log)
         return outcome
+
+    async def _keep_aside(self, spec: AttemptSpec) -> None:
+        """Keep an earlier attempt's branch as ``maestro/<group>/_attempts/<task>/<n>``: the new one replaces it."""
+        ref = f"refs/heads/{spec.branch}"
+        found = await run_git(spec.repo.path, "rev-parse", "-q", "--verify", ref, check=False, timeout=30)
+        if not found.ok:
+            return
+        kept = f"refs/heads/{attempt_branch(spec.group_id, spec.task_id, max(spec.attempt - 1, 1))}"
+        # Only when that name is free (the zero id as the old value): an older copy is never overwritten.
+        await run_git(spec.repo.path, "update-ref", kept, found.stdout.strip(), "0" * 40, check=False, timeout=30)
 
     def request_stop(self, task_id: str) -> None:
         scope = self._stops.get(task_id)
