@@ -192,6 +192,7 @@ def test_a_group_runs_on_the_workers_and_its_work_comes_back_as_branches(repo: P
         assert _log(repo, task_id) == f"{task_id} working\n{task_id} done\n"
     started = [e for e in _journal(repo) if e["event"] == "task_started"]
     assert sorted(e["task_id"] for e in started) == ["a", "b", "c"]
+    assert "a started (attempt 1, on tcp://" in result.stderr  # the progress names the worker
     assert all(e["host"] in workers and "pid" not in e for e in started)
     # The user's checkout is untouched.
     assert _git(repo, "rev-parse", "HEAD") == base
