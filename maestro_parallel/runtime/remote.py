@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,7 +149,7 @@ class ExecutorSlot:
         self.config = config
         self.agents = agents
         self._executor: Executor | None = None
-        self._close: Callable[[], Awaitable[object]] | None = None
+        self._stack: AsyncExitStack | None = None
         self._lock = anyio.Lock()
 
     async def get(self, agents: int) -> Executor:
@@ -160,20 +161,18 @@ class ExecutorSlot:
             if self._executor is None:
                 from ..executors.dask import DaskExecutor  # distributed is optional: imported when used
 
-                executor = DaskExecutor(
-                    self.config.address, workers=self.config.workers, agents=self.agents or agents
-                )
-                await executor.__aenter__()
-                self._executor = executor
-                self._close = lambda: executor.__aexit__(None, None, None)
+                executor = DaskExecutor(self.config.address, workers=self.config.workers, agents=self.agents or agents)
+                stack = AsyncExitStack()
+                self._executor = await stack.enter_async_context(executor)
+                self._stack = stack
             return self._executor
 
     async def aclose(self) -> None:
         """Disconnect (and stop a LocalCluster started here); shielded, safe to call twice."""
         with anyio.CancelScope(shield=True):
-            close, self._close, self._executor = self._close, None, None
-            if close is not None:
-                await close()
+            stack, self._stack, self._executor = self._stack, None, None
+            if stack is not None:
+                await stack.aclose()
 
 
 @dataclass(frozen=True)
