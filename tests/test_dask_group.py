@@ -283,7 +283,10 @@ def test_work_that_cannot_be_applied_fails_its_task_naming_why(repo: Path) -> No
     assert not (repo / "busy.txt").exists()
 
 
-def test_ctrl_c_of_execute_stops_the_agents_on_the_workers(repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_cancel_of_execute_stops_the_agents_on_the_workers(
+    repo: Path, tmp_path: Path, signum: int, code: int
+) -> None:
     files = [tmp_path / f"c{n}.pids" for n in range(2)]
     tasks_file = _tasks(repo, *((f"c{n}", f"sleep=60 pidfile={files[n]}") for n in range(2)))
     proc = subprocess.Popen(
@@ -298,19 +301,18 @@ def test_ctrl_c_of_execute_stops_the_agents_on_the_workers(repo: Path, tmp_path:
         logs = repo / ".flow" / "maestro" / "parallel_groups" / "g" / "logs"
         for n in range(2):
             assert _wait_for(logs / f"c{n}.log") == f"c{n} working\n"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)  # SIGTERM is what `cancel` sends
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     document = json.loads(stdout)
     assert document["status"] == "failed"
-    assert {r["error"] for r in document["results"]} == {"interrupted by SIGINT"} or all(
-        "interrupted" in r["error"] for r in document["results"]
-    )
+    assert {r["error"] for r in document["results"]} == {"interrupted"}
+    assert f"run interrupted by {signal.Signals(signum).name}" in document["errors"]
     assert not [pid for pid in pids if _alive(pid)]
     for n in range(2):  # what they had written came home
         assert _git(repo, "show", f"maestro/g/c{n}:c{n}.txt") == f"work of c{n}"
@@ -374,3 +376,17 @@ def test_a_whole_plan_runs_its_groups_on_the_workers(repo: Path, cluster: Any) -
         assert _git(repo, "show", f"maestro/{group}/{task_id}:{task_id}.txt") == f"work of {task_id}"
         meta = json.loads((repo / ".flow" / "maestro" / "parallel_groups" / group / "metadata.json").read_text())
         assert meta["results"][0]["host"] in _workers(cluster)
+
+
+def test_a_capped_log_comes_back_whole_from_the_worker_as_a_local_one_would_be(repo: Path, cluster: Any) -> None:
+    (repo / "loud.py").write_text("for n in range(2000):\n    print(f'line {n:04d}', flush=n % 100 == 0)\n")
+    _git(repo, "add", "loud.py")
+    _git(repo, "commit", "-q", "-m", "loud")
+    config = _config(cluster.scheduler_address).replace('"agent.py", "{task_id}", "{prompt_file}"', '"loud.py"')
+    write_config(repo, config.replace("grace_seconds = 1", "grace_seconds = 1\nmax_log_bytes = 4000"))
+    result = _execute(repo, _tasks(repo, ("loud", "")))
+    assert result.exit_code == 0, result.output
+    log = _log(repo, "loud")
+    assert log.startswith("line 0000\n") and log.endswith("line 1999\n")
+    assert "bytes dropped from the middle of this log (max_log_bytes = 4000)" in log
+    assert len(log) < 4000 + 200
