@@ -233,7 +233,7 @@ class GroupRun:
             else:
                 plans.append(plan)
         if plans and self.executor is not None:
-            problem = await self._connect_remote(len(plans))
+            problem = await self._connect_remote(self.executor, len(plans))
             if problem is not None:
                 await self.emit("group_error", message=problem)  # said once, for the group
                 await self._not_launched(plans)
@@ -261,13 +261,12 @@ class GroupRun:
             return []
         return plans
 
-    async def _connect_remote(self, agents: int) -> str | None:
+    async def _connect_remote(self, slot: ExecutorSlot, agents: int) -> str | None:
         """Resolve the base commit and reach the executor; why the group cannot run remotely, or None."""
-        assert self.executor is not None
         limit = self.config.agent.max_parallel
         try:
             base = await resolve_remote_base(self.repo_root, self.config.isolation)
-            executor = await self.executor.get(min(agents, limit) if limit > 0 else agents)
+            executor = await slot.get(min(agents, limit) if limit > 0 else agents)
         except ExecutorError as exc:
             return str(exc)
         self.attempts.remote = RemoteAttempts(
