@@ -32,9 +32,9 @@ distributed = pytest.importorskip("distributed")
 
 #: The agent: writes <task>.txt, prints, and obeys words of its prompt: sleep=<s>, exit=<n>,
 #: pidfile=<path> (records "<pid> <grandchild pid> <worker pid>" there and starts a grandchild;
-#: when the file already exists it is a later attempt: it does not sleep).
+#: when the file already exists it is a later attempt: it does not sleep), stubborn (ignores SIGTERM).
 AGENT = r"""
-import os, re, subprocess, sys, time
+import os, re, signal, subprocess, sys, time
 task, prompt_file = sys.argv[1], sys.argv[2]
 prompt = open(prompt_file, encoding="utf-8").read()
 def opt(name, default=None):
@@ -51,6 +51,8 @@ if pidfile:
         sleep = 0
     else:
         child = subprocess.Popen(["sleep", "60"])
+        if "stubborn" in prompt:  # after the grandchild started: an ignored signal is inherited
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         open(pidfile + ".tmp", "w").write(f"{os.getpid()} {child.pid} {os.getppid()}")
         os.replace(pidfile + ".tmp", pidfile)
 time.sleep(sleep)
@@ -390,3 +392,33 @@ def test_a_capped_log_comes_back_whole_from_the_worker_as_a_local_one_would_be(r
     assert log.startswith("line 0000\n") and log.endswith("line 1999\n")
     assert "bytes dropped from the middle of this log (max_log_bytes = 4000)" in log
     assert len(log) < 4000 + 200
+
+
+def test_a_second_ctrl_c_kills_a_stubborn_agent_on_its_worker_without_its_grace(repo: Path, cluster: Any, tmp_path: Path) -> None:
+    write_config(repo, _config(cluster.scheduler_address).replace("grace_seconds = 1", "grace_seconds = 60"))
+    pidfile = tmp_path / "stubborn.pids"
+    tasks_file = _tasks(repo, ("stubborn", f"sleep=120 stubborn pidfile={pidfile}"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), "execute", "--group-id", "g",
+         "--tasks-file", tasks_file, "--json"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        agent, grandchild, _ = (int(x) for x in _wait_for(pidfile).split())
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while _alive(grandchild):  # the first stop is under way: SIGTERM reached the group, the agent ignores it
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert _alive(agent)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - sent < 20  # not the 60 s grace period
+    assert proc.returncode == 130, stderr
+    assert not _alive(agent)
+    assert json.loads(stdout)["status"] == "failed"

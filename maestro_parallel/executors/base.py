@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..errors import MaestroError
 
@@ -37,6 +37,7 @@ __all__ = (
     "ExecutorError",
     "ExecutorEvent",
     "ExecutorUnavailableError",
+    "ForceStop",
     "RepoInfo",
     "WorkerPath",
     "task_branch",
@@ -172,6 +173,13 @@ class ExecutorEvent:
 
 
 EventSink = Callable[[ExecutorEvent], None]
+
+
+@runtime_checkable
+class ForceStop(Protocol):
+    """An executor whose agents a second Ctrl-C must reach: their grace period ends at once."""
+
+    def force_stop(self) -> None: ...
 
 
 class Executor(Protocol):

@@ -71,6 +71,8 @@ class Attempts:
         """SIGKILL every running agent's process group (a forced stop)."""
         for pgid in list(self.pgids.values()):
             kill_process_group(pgid)
+        if self.remote is not None:
+            self.remote.force_stop()
 
     def closed_elsewhere(self, task_id: str) -> None:
         """The tracker says ``task_id`` is closed: stop its agent, and count the task completed."""

@@ -38,6 +38,7 @@ from ..executors.base import (
     Executor,
     ExecutorError,
     ExecutorEvent,
+    ForceStop,
     RepoInfo,
     WorkerPath,
 )
@@ -287,6 +288,11 @@ class RemoteAttempts:
         kept = f"refs/heads/{attempt_branch(spec.group_id, spec.task_id, max(spec.attempt - 1, 1))}"
         # Only when that name is free (the zero id as the old value): an older copy is never overwritten.
         await run_git(spec.repo.path, "update-ref", kept, found.stdout.strip(), "0" * 40, check=False, timeout=30)
+
+    def force_stop(self) -> None:
+        """A forced stop (a second signal): agents being stopped on workers lose what is left of their grace."""
+        if isinstance(self.executor, ForceStop):
+            self.executor.force_stop()
 
     def request_stop(self, task_id: str) -> None:
         scope = self._stops.get(task_id)
