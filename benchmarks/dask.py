@@ -1,11 +1,13 @@
-"""40 sleeping agents over 2 local Dask workers, against the same agents spawned locally.
+"""40 sleeping agents over 2 local Dask workers against the local executor, both through maestro.
 
 Run as ``python benchmarks/dask.py [--agents 40] [--sleep 1] [--workers 2]``.
-The local side is a bare asyncio spawn of the same argv (the floor: no log,
-no git); the Dask side is :class:`maestro_parallel.executors.dask.DaskExecutor`
-with its own LocalCluster, each attempt shipped as a commit, run in a scratch
-clone on a worker, committed and fetched back as a branch.  Prints a Markdown
-table: wall times, and the overhead each task pays over its sleep.
+Each side is one group executed by :class:`AsyncParallelCoordinator` in a real
+git repository (the journal, the snapshot, the log files, the verdict): once
+with ``[executor] kind = "local"``, once with ``kind = "dask"`` and a
+LocalCluster of ``--workers`` processes that the coordinator starts (each
+attempt shipped as a commit, run in a scratch clone on a worker, committed and
+fetched back as a branch).  Prints a Markdown table side by side: wall times,
+and the overhead each task pays over its sleep.
 """
 
 from __future__ import annotations
@@ -19,120 +21,95 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
-import asyncio  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import anyio  # noqa: E402
 
-from maestro_parallel.executors import AttemptOutcome, AttemptSpec, RepoInfo  # noqa: E402
-from maestro_parallel.executors.dask import DaskExecutor  # noqa: E402
+from maestro_parallel import AsyncParallelCoordinator  # noqa: E402
 
 
-def make_repo(root: Path) -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout.strip()
+def make_repo(root: Path, sleep: float, kind: str, workers: int) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True)
 
     root.mkdir()
     git("init", "-q", "-b", "main")
     for n in range(50):  # a small project
         (root / f"file{n}.txt").write_text(f"content {n}\n" * 100)
+    (root / ".gitignore").write_text(".flow/\n")
     git("add", "-A")
     git("-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "base")
-    return git("rev-parse", "HEAD")
+    config = root / ".flow" / "maestro" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f'[agent]\ncommand = ["sleep", "{sleep:g}"]\ntimeout_seconds = 120\ngrace_seconds = 1\n'
+        "[refresh]\nenabled = false\n[tests]\nenabled = false\n"
+        f'[executor]\nkind = "{kind}"\naddress = ""\nworkers = {workers}\n'
+    )
 
 
-async def bare_spawn(argv: list[str], agents: int) -> tuple[float, list[float]]:
-    """The floor: spawn every agent at once with asyncio, wait for all; per-agent wall times."""
+async def through_maestro(root: Path, agents: int, group: str) -> dict[str, Any]:
+    """One group of ``agents`` tasks; per task, the time from ``task_started`` to ``task_finished``."""
+    marks: dict[str, dict[str, float]] = {}
 
-    async def one() -> float:
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] in ("task_started", "task_finished"):
+            marks.setdefault(event["task_id"], {})[event["event"]] = time.perf_counter()
+
+    tasks = [{"id": f"{group}-{n}", "title": f"sleep {n}", "description": ""} for n in range(agents)]
+    async with AsyncParallelCoordinator(root, on_event=on_event) as coordinator:
         began = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        await proc.wait()
-        return time.perf_counter() - began
-
-    began = time.perf_counter()
-    times = await asyncio.gather(*(one() for _ in range(agents)))
-    return time.perf_counter() - began, list(times)
-
-
-async def on_dask(argv: list[str], agents: int, workers: int, repo: Path, base: str) -> dict[str, object]:
-    started = time.perf_counter()
-    async with DaskExecutor("", workers=workers, agents=agents) as executor:
-        cluster_up = time.perf_counter() - started
-        outcomes: list[AttemptOutcome] = []
-        walls: list[float] = []
-
-        async def one(n: int) -> None:
-            spec = AttemptSpec(
-                task_id=f"t{n}", group_id="bench", title=f"sleep {n}", argv=tuple(argv), prompt="sleep",
-                base_sha=base, repo=RepoInfo(repo), timeout_seconds=60, grace_seconds=1,
-            )
-            began = time.perf_counter()
-            outcomes.append(await executor.run(spec, lambda event: None))
-            walls.append(time.perf_counter() - began)
-
-        # One attempt alone first: an idle cluster's cost per task, and each worker's base cache warmed.
-        warm: list[float] = []
-        for n in range(workers):
-            began = time.perf_counter()
-            await one(-1 - n)
-            warm.append(time.perf_counter() - began)
-        outcomes.clear()
-        walls.clear()
+        if coordinator.executor is not None:  # the cluster is started (or reached) before the group, timed apart
+            await coordinator.executor.get(agents)
+        cluster_up = time.perf_counter() - began
         began = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for n in range(agents):
-                tg.start_soon(one, n)
+        meta = await coordinator.execute_parallel_group(tasks, group)
         wall = time.perf_counter() - began
-    failed = [o for o in outcomes if not o.ok]
+    runs = [m["task_finished"] - m["task_started"] for m in marks.values() if len(m) == 2]
     return {
         "cluster_up": cluster_up,
-        "alone": min(warm),
         "wall": wall,
-        "walls": walls,
-        "worker_durations": [o.duration for o in outcomes],
-        "failed": len(failed),
-        "hosts": len({o.host for o in outcomes}),
+        "runs": runs,
+        "failed": sum(r.get("status") != "completed" for r in meta.results),
+        "hosts": len({r.get("host") for r in meta.results if r.get("host")}),
     }
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--agents", type=int, default=40)
     parser.add_argument("--sleep", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    argv = ["sleep", str(args.sleep)]
-    with tempfile.TemporaryDirectory(prefix="maestro-bench-dask-") as folder:
-        repo = Path(folder) / "repo"
-        base = make_repo(repo)
-        local_wall, local_times = await bare_spawn(argv, args.agents)
-        dask = await on_dask(argv, args.agents, args.workers, repo, base)
     n, s = args.agents, args.sleep
-    walls = dask["walls"]
-    worker = dask["worker_durations"]
-    assert isinstance(walls, list) and isinstance(worker, list)
-    print(f"## {n} agents of `sleep {s:g}`: bare local spawn vs {args.workers} local Dask workers\n")
-    print(f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}.\n")
-    print("| measure | local (bare asyncio spawn) | Dask executor |")
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="maestro-bench-dask-") as folder:
+        for kind in ("local", "dask"):
+            root = Path(folder) / kind
+            make_repo(root, s, kind, args.workers)
+            results[kind] = await through_maestro(root, n, "bench")
+    local, dask = results["local"], results["dask"]
+    print(f"## Executors: {n} agents of `sleep {s:g}`, local vs {args.workers} local Dask workers (issue 14)\n")
+    print(f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}. Both through "
+          "`AsyncParallelCoordinator.execute_parallel_group` (journal, logs, verdict), one run.\n")
+    print("| measure | local executor | Dask executor |")
     print("|---|---|---|")
-    print(f"| cluster start | - | {dask['cluster_up']:.2f} s |")
-    print(f"| one task alone on an idle cluster, submit to branch home | - | {dask['alone']:.2f} s |")
-    print(f"| wall time, all {n} at once | {local_wall:.2f} s | {dask['wall']:.2f} s |")
-    print(f"| wall over the sleep, per task (wall - sleep) / N | {(local_wall - s) / n * 1000:.0f} ms | "
+    print(f"| starting the LocalCluster (before the group) | - | {dask['cluster_up']:.2f} s |")
+    print(f"| group wall time | {local['wall']:.2f} s | {dask['wall']:.2f} s |")
+    print(f"| overhead per task, (wall - sleep) / N | {(local['wall'] - s) / n * 1000:.0f} ms | "
           f"{(dask['wall'] - s) / n * 1000:.0f} ms |")
-    print(f"| one task, submit to branch home, median | {statistics.median(local_times):.2f} s | "
-          f"{statistics.median(walls):.2f} s |")
-    print(f"| one task, submit to branch home, max | {max(local_times):.2f} s | {max(walls):.2f} s |")
-    print(f"| on the worker (clone, run, commit, bundle), median | - | {statistics.median(worker):.2f} s |")
-    print(f"| failed attempts | 0 | {dask['failed']} |")
+    for label, pick in (("median", statistics.median), ("max", max)):
+        print(f"| one task, started to finished (over its sleep), {label} | {pick(local['runs']) - s:.2f} s | "
+              f"{pick(dask['runs']) - s:.2f} s |")
+    print(f"| failed tasks | {local['failed']} | {dask['failed']} |")
     print(f"| workers used | - | {dask['hosts']} |")
+    print("\n" + json.dumps({"local_wall": round(local["wall"], 3), "dask_wall": round(dask["wall"], 3)}))
 
 
 if __name__ == "__main__":

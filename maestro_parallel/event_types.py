@@ -98,12 +98,18 @@ class TaskBlocked(_Event):
     error: str
 
 
-class TaskStarted(_Event):
-    task_id: str
-    attempt: int
+class _WhereStarted(TypedDict, total=False):
+    """A local agent's process (for recovery), or the remote worker that runs it: one or the other."""
+
     pid: int
     pgid: int
     start_time: int | None
+    host: str
+
+
+class TaskStarted(_Event, _WhereStarted):
+    task_id: str
+    attempt: int
     argv0: str
 
 

@@ -20,7 +20,7 @@ phase_changed       phase
 task_prepared       task_id, subagent, skills_applied, skills_missing, prompt_path
 warning             message, task_id (null: every task that runs in this run)
 task_blocked        task_id, blockers, error
-task_started        task_id, attempt, pid, pgid, start_time, argv0
+task_started        task_id, attempt, argv0; pid, pgid, start_time (local) or host (remote)
 task_retry          task_id, attempt, delay_seconds, reason
 backoff             task_id, preset, delay_seconds, limit, rate_limits (a shared backoff opened)
 budget              spent_usd, group_usd, plan_spent_usd, plan_usd (spent vs budget)
@@ -253,7 +253,7 @@ def _task_started(meta: GroupMetadata, event: Mapping[str, Any], at: str | None)
     result["completed_at"] = None
     result["exit_code"] = None
     result["error"] = None
-    for key in ("pid", "pgid", "start_time"):
+    for key in ("pid", "pgid", "start_time", "host"):
         if event.get(key) is not None:
             result[key] = event[key]
 

@@ -73,9 +73,10 @@ def execute(
         coordinator = AsyncParallelCoordinator(state.repo_root, config=config, tracker=tracker, on_event=on_event)
 
         async def body(received: list[int]) -> GroupMetadata:
-            return await coordinator.execute_parallel_group(
-                runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
-            )
+            async with coordinator:
+                return await coordinator.execute_parallel_group(
+                    runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
+                )
 
         try:
             meta, received = run_with_signals(state, [coordinator], body)

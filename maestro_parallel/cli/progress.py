@@ -73,7 +73,8 @@ def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
     elif name == "task_blocked":
         text = f"{task} blocked: {event.get('error')}"
     elif name == "task_started":
-        text = f"{task} started (attempt {event.get('attempt')}, pid {event.get('pid')})"
+        where = f"on {event['host']}" if event.get("host") else f"pid {event.get('pid')}"
+        text = f"{task} started (attempt {event.get('attempt')}, {where})"
     elif name == "task_retry":
         text = f"{task} will retry in {event.get('delay_seconds')}s: {event.get('reason')}"
     elif name == "backoff":

@@ -177,6 +177,8 @@ def run_command(
             on_event=on_event,
             agent_limiter=anyio.CapacityLimiter(agents) if agents > 0 else None,
         )
+        if coordinator.executor is not None:  # a LocalCluster started for the plan holds the agents it may run at once
+            coordinator.executor.agents = agents or len(pending)
         record = _PlanRecord(state, graph, durations, concurrency, board)
 
         async def body(received: list[int]) -> dict[str, StepReport]:
@@ -185,7 +187,8 @@ def run_command(
                     return StepOutcome(StepStatus.HALTED, "interrupted before it started")
                 return await _execute_step(coordinator, step, by_id, halt=halt_on_failure)
 
-            return await run_plan(graph, run_step, limits=limits, durations=durations, on_change=record.changed)
+            async with coordinator:  # one executor (a Dask connection) for the whole plan
+                return await run_plan(graph, run_step, limits=limits, durations=durations, on_change=record.changed)
 
         try:
             reports, received = run_with_signals(state, [coordinator], body)

@@ -157,14 +157,14 @@ def _signal(pgid: int, signum: int) -> None:
         pass
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the group, wait ``grace``, SIGKILL what is left, and wait (bounded) until it is gone."""
+def _stop_group(proc: subprocess.Popen[bytes], grace: float, kill: threading.Event | None = None) -> None:
+    """SIGTERM the group, wait ``grace`` (cut short by ``kill``), SIGKILL what is left, and wait (bounded)."""
     pgid = proc.pid
     if not _group_alive(pgid):
         return
     _signal(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (kill is not None and kill.is_set()):
         proc.poll()
         if not _group_alive(pgid):
             return
@@ -188,8 +188,11 @@ def run_agent(
     max_log_bytes: int,
     stop: threading.Event,
     on_output: Callable[[str], None] | None = None,
+    kill: threading.Event | None = None,
 ) -> tuple[AttemptStatus, int | None, bytes]:
     """Run one agent to its end, its timeout or ``stop``; the whole process group is gone on return.
+
+    ``kill`` set while it is being stopped ends its grace period at once (a second Ctrl-C).
 
     :returns: how it ended, its exit code, and its log (capped, the middle dropped).
     """
@@ -246,7 +249,7 @@ def run_agent(
             status = AttemptStatus.TIMED_OUT
     finally:
         # Whatever ended the wait (and even an exception here), nothing of the agent survives.
-        _stop_group(proc, grace)
+        _stop_group(proc, grace, kill)
         waiter.join(_STOP_BOUND)
         reader.join(1.0)
         wake.set()
@@ -356,6 +359,7 @@ def run_attempt(
     attempt_key: str,
     stop_event: str,
     started_event: str,
+    kill_event: str = "",
 ) -> WorkerResult:
     """The Dask task: run ``spec`` in a scratch clone of its base and return its work and log.
 
@@ -427,8 +431,24 @@ def run_attempt(
                 except Exception:  # the scheduler is gone: keep the agent running to its own end
                     return
 
+        kill = threading.Event()
+        done = threading.Event()
+        remote_kill = Event(kill_event) if kill_event else None
+
+        def watch_kill() -> None:
+            # A second Ctrl-C on the coordinator: the grace period of a stop in progress ends at once.
+            while remote_kill is not None and not done.is_set():
+                try:
+                    if remote_kill.wait(timeout=_STOP_WATCH_SECONDS):
+                        kill.set()
+                        return
+                except Exception:  # the scheduler is gone: the grace period runs its course
+                    return
+
         watcher = threading.Thread(target=watch_remote, name="maestro-remote-stop", daemon=True)
+        killer = threading.Thread(target=watch_kill, name="maestro-remote-kill", daemon=True)
         watcher.start()
+        killer.start()
         try:
             status, returncode, log = run_agent(
                 resolve_argv(spec.argv, paths),
@@ -439,6 +459,7 @@ def run_attempt(
                 max_log_bytes=spec.max_log_bytes,
                 stop=stop,
                 on_output=emit_log,
+                kill=kill,
             )
         except OSError as exc:
             stop.set()
@@ -455,6 +476,8 @@ def run_attempt(
                 except Exception:
                     pass
             watcher.join(_STOP_WATCH_SECONDS * 2 + 1.0)
+            done.set()
+            killer.join(_STOP_WATCH_SECONDS * 2 + 1.0)
         head = _commit_all(clone, spec)
         bundle: bytes | None = None
         if head != spec.base_sha:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..errors import MaestroError
 
@@ -37,6 +37,7 @@ __all__ = (
     "ExecutorError",
     "ExecutorEvent",
     "ExecutorUnavailableError",
+    "ForceStop",
     "RepoInfo",
     "WorkerPath",
     "task_branch",
@@ -117,10 +118,12 @@ class AttemptSpec:
     grace_seconds: float = 5.0
     max_log_bytes: int = 0  # 0: no cap
     attempt: int = 1
+    work_branch: str = ""  # the branch the work goes to; "": :func:`task_branch` of the ids
 
     @property
     def branch(self) -> str:
-        return task_branch(self.group_id, self.task_id)
+        """``work_branch``, or ``maestro/<group_id>/<task_id>``: a group run passes isolation's name (ids escaped)."""
+        return self.work_branch or task_branch(self.group_id, self.task_id)
 
 
 class AttemptStatus(StrEnum):
@@ -170,6 +173,13 @@ class ExecutorEvent:
 
 
 EventSink = Callable[[ExecutorEvent], None]
+
+
+@runtime_checkable
+class ForceStop(Protocol):
+    """An executor whose agents a second Ctrl-C must reach: their grace period ends at once."""
+
+    def force_stop(self) -> None: ...
 
 
 class Executor(Protocol):

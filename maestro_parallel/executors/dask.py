@@ -166,6 +166,7 @@ class DaskExecutor:
         self._attempts: dict[str, _Attempt] = {}
         self._bases: dict[str, Any] = {}  # base_sha → the scattered bundle's future
         self._base_lock = anyio.Lock()
+        self._forced = anyio.Event()
 
     @property
     def client(self) -> Any:
@@ -212,6 +213,10 @@ class DaskExecutor:
     ) -> None:
         with anyio.CancelScope(shield=True):
             await self._close()
+
+    def force_stop(self) -> None:
+        """From now on, an agent being stopped gets no grace period: SIGKILL at once (a second Ctrl-C)."""
+        self._forced.set()
 
     async def _check_reachable(self) -> None:
         """Fail fast and clearly when nothing listens at the address (Dask itself retries until its timeout)."""
@@ -283,6 +288,7 @@ class DaskExecutor:
         self._attempts[key] = attempt
         stop = Event(f"{key}-stop", client=self.client)
         started = Event(f"{key}-started", client=self.client)
+        kill = Event(f"{key}-kill", client=self.client)
         future = self.client.submit(
             run_attempt,
             spec,
@@ -291,6 +297,7 @@ class DaskExecutor:
             attempt_key=key,
             stop_event=stop.name,
             started_event=started.name,
+            kill_event=kill.name,
             key=key,
             pure=False,
             retries=0,
@@ -314,7 +321,15 @@ class DaskExecutor:
                             began,
                         )
                     else:
-                        stopped = await self._collect(spec, attempt, future)
+                        async with anyio.create_task_group() as escalation:
+
+                            async def kill_when_forced() -> None:
+                                await self._forced.wait()
+                                await kill.set()
+
+                            escalation.start_soon(kill_when_forced)
+                            stopped = await self._collect(spec, attempt, future)
+                            escalation.cancel_scope.cancel()
                         finished = True
                         self._finish(spec, on_event, stopped, began)
                 raise
@@ -330,6 +345,7 @@ class DaskExecutor:
                     try:
                         await stop.clear()
                         await started.clear()
+                        await kill.clear()
                     except Exception:  # the scheduler is gone: its events went with it
                         pass
 

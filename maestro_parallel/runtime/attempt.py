@@ -22,13 +22,16 @@ import anyio
 
 from ..agents import ResultScanner, Verdict, judge
 from ..agents.ratelimit import Outcome
+from ..executors.base import AttemptStatus, EventKind, Executor, ExecutorEvent
 from ..state.logfiles import append_bytes, file_size, read_tail, scan_log
 from ..state.store import GroupStore
 from .budget_gate import BudgetGate
 from .governor import Governor
 from .launch import LaunchPlan
+from .local_executor import LocalExecutor, local_spec
 from .outcome import StopState
-from .process import AgentProcess, run_command
+from .process import AgentProcess
+from .remote import RemoteAgent, RemoteAttempts
 from .sink import EventSink
 from .stopping import describe_returncode, kill_process_group
 
@@ -66,7 +69,9 @@ class Attempts:
         self.on_launched = on_launched
         self.governor = governor
         self.budget = budget
-        self.running: dict[str, AgentProcess] = {}  # task id -> its agent while it runs
+        #: Where attempts run when not here: set in Phase 1 for ``[executor] kind = "dask"``.
+        self.remote: RemoteAttempts | None = None
+        self.running: dict[str, AgentProcess | RemoteAgent] = {}  # task id -> its agent while it runs
         self.pgids: dict[str, int] = {}
         self.closed_by_tracker: set[str] = set()
         # One spawn at a time, released as soon as the process exists: launches interleave with
@@ -79,6 +84,8 @@ class Attempts:
         """SIGKILL every running agent's process group (a forced stop)."""
         for pgid in list(self.pgids.values()):
             kill_process_group(pgid)
+        if self.remote is not None:
+            self.remote.force_stop()
 
     def closed_elsewhere(self, task_id: str) -> None:
         """The tracker says ``task_id`` is closed: stop its agent, and count the task completed."""
@@ -186,43 +193,66 @@ class Attempts:
             )
             await self.on_launched(task_id)
 
-        try:
-            result = await run_command(
-                argv,
-                cwd=self.repo_root,
+        def on_event(event: ExecutorEvent) -> None:
+            # A local agent is known through ``started``; a remote one from its worker's word.
+            if event.kind is EventKind.STARTED and self.remote is not None:
+                self.running[task_id] = self.remote.handle(task_id)
+
+        grace = self.stop.grace(settings.grace_seconds)  # the subagent's own grace period
+        executor: Executor
+        if self.remote is not None:
+            spec = await self.remote.spec(plan, attempt, grace)
+            executor = self.remote
+        else:
+            spec = local_spec(
+                task_id=task_id,
+                group_id=self.store.group_id,
+                title=plan.record.metadata.title,
+                argv=argv,
                 env=env,
-                log_path=log_path,
-                timeout=settings.timeout_seconds,
-                grace=self.stop.grace(settings.grace_seconds),  # the subagent's own grace period
+                repo_root=self.repo_root,
+                timeout_seconds=settings.timeout_seconds,
+                grace_seconds=grace,
                 max_log_bytes=settings.max_log_bytes,
-                append_log=offset > 0,
+                attempt=attempt,
+            )
+            executor = LocalExecutor(
+                cwd=self.repo_root,
+                log_path=log_path,
                 on_start=started,
                 observer=scanner.feed if settings.max_log_bytes > 0 else None,
                 spawn_gate=self.spawn_gate,
             )
-        except OSError as exc:
-            return Verdict(False, f"cannot start agent {argv[0]}: {exc.strerror or exc}", {}), None
+        try:
+            outcome = await executor.run(spec, on_event)  # the one place an attempt is dispatched
         finally:
             self.running.pop(task_id, None)
             self.pgids.pop(task_id, None)
+        remote = {"host": outcome.host, "branch": outcome.branch, "head_sha": outcome.head_sha} if outcome.host else {}
+        if outcome.status in (AttemptStatus.ERROR, AttemptStatus.WORKER_LOST):
+            # A lost worker is the machine's failure, not the task's: the retry rules may run it again.
+            lost = outcome.status is AttemptStatus.WORKER_LOST
+            return Verdict(False, outcome.error, remote, retryable=lost), outcome.returncode
         if task_id in self.closed_by_tracker:
             self.closed_by_tracker.discard(task_id)
-            return Verdict(True, None, {"closed": True, "closed_by_agent": True}), result.returncode
-        if result.timed_out:
+            return Verdict(True, None, {"closed": True, "closed_by_agent": True, **remote}), outcome.returncode
+        if outcome.status is AttemptStatus.TIMED_OUT:
             error = f"timed out after {settings.timeout_seconds:g}s"
             if settings.result_format == "codex-jsonl":  # say why: Codex retries a dead API without end
-                if settings.max_log_bytes <= 0:
+                if settings.max_log_bytes <= 0 or self.remote is not None:
                     await scan_log(log_path, offset, scanner)
                 scanner.finish()
                 if not scanner.codex_turns_completed:
                     error += " (no turn completed)"
-            return Verdict(False, error, {}), result.returncode
-        if result.returncode == 0 and settings.result_format == "exit-code":
-            return Verdict(True, None, {}), 0  # nothing in the log can change this verdict
-        if settings.max_log_bytes <= 0:
+            return Verdict(False, error, remote), outcome.returncode
+        if outcome.returncode == 0 and settings.result_format == "exit-code":
+            return Verdict(True, None, remote), 0  # nothing in the log can change this verdict
+        if settings.max_log_bytes <= 0 or self.remote is not None:
             tail = await scan_log(log_path, offset, scanner)
         else:  # the scanner saw the output live; the log's end still shows a rate limit
             tail = await read_tail(log_path, offset)
         scanner.finish()
-        verdict = judge(scanner, result.returncode, describe=describe_returncode(result.returncode), tail=tail)
-        return verdict, result.returncode
+        verdict = judge(scanner, outcome.returncode, describe=describe_returncode(outcome.returncode), tail=tail)
+        verdict.extra.update(remote)
+        return verdict, outcome.returncode
+

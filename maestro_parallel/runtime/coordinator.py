@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiofiles.os
 import anyio
@@ -36,6 +36,7 @@ from ..trackers.local import LocalTracker
 from .governor import Governor
 from .group_run import GroupRun
 from .hooks import run_refresh, run_tests
+from .remote import ExecutorSlot
 
 __all__ = (
     "AsyncParallelCoordinator",
@@ -157,6 +158,22 @@ class AsyncParallelCoordinator:
         #: ``[plan] max_agents`` the plan, and the governor only lowers what they allow.
         self.governor = Governor() if self.config.agent.backoff == "shared" else None
         self.spending = Spending(budget_limits(self.config))
+        #: ``[executor] kind = "dask"``: the executor every group of this coordinator shares.
+        self.executor = ExecutorSlot(self.config.executor) if self.config.executor.kind == "dask" else None
+        self._entered = 0
+
+    async def __aenter__(self) -> Self:
+        """Keep the executor (a Dask connection, a LocalCluster) open across the groups run inside.
+
+        Outside ``async with``, each ``execute_parallel_group`` opens and closes its own.
+        """
+        self._entered += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entered -= 1
+        if not self._entered and not self._runs and self.executor is not None:
+            await self.executor.aclose()
 
     # ------------------------------------------------------------------ public API
 
@@ -211,6 +228,8 @@ class AsyncParallelCoordinator:
                 raise sole from None  # an error in an on_event callback (or a bug) surfaces as itself, unwrapped
             finally:
                 del self._runs[group_id]
+                if not self._entered and not self._runs and self.executor is not None:
+                    await self.executor.aclose()
 
     async def recover_group(self, group_id: str) -> tuple[GroupMetadata, list[str]]:
         """Finish a group whose coordinator died: stop its surviving agents, mark their tasks interrupted.
@@ -317,6 +336,7 @@ class AsyncParallelCoordinator:
             agents=self.agent_limiter,
             governor=self.governor,
             spending=self.spending,
+            executor=self.executor,
         )
 
     def _publish(self, event: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from ..budget import Spending, budget_limits
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
+from ..executors.base import ExecutorError
 from ..models import GroupMetadata, GroupPhase, TaskStatus
 from ..state.store import GroupStore
 from ..tasks import TaskRecord
@@ -40,6 +41,7 @@ from .hooks import run_refresh, run_tests
 from .launch import LaunchPlan, LaunchPreparer
 from .outcome import StopState, final_status
 from .recovery import recover_orphans, stop_strays
+from .remote import ExecutorSlot, RemoteAttempts, resolve_remote_base
 from .sink import EventSink, Publish
 
 __all__ = ("GroupRun",)
@@ -70,9 +72,11 @@ class GroupRun:
         agents: anyio.CapacityLimiter | None = None,
         governor: Governor | None = None,
         spending: Spending | None = None,
+        executor: ExecutorSlot | None = None,
     ) -> None:
         self.config = config
         self.agents = agents  # shared with the other groups of a plan: agents running at once across all of them
+        self.executor = executor
         self.tracker = tracker
         self.repo_root = repo_root
         self.store = store
@@ -265,7 +269,14 @@ class GroupRun:
                 )
             else:
                 plans.append(plan)
-        missing = [p for p in plans if p.executable is None]
+        if plans and self.executor is not None:
+            problem = await self._connect_remote(self.executor, len(plans))
+            if problem is not None:
+                await self.emit("group_error", message=problem)  # said once, for the group
+                await self._not_launched(plans)
+                return []
+        # An agent on a worker is found by the worker's PATH: only a local agent must exist here.
+        missing = [p for p in plans if p.executable is None] if self.attempts.remote is None else []
         if missing:
             first = missing[0]
             for plan in plans:
@@ -286,6 +297,30 @@ class GroupRun:
                 )
             return []
         return plans
+
+    async def _connect_remote(self, slot: ExecutorSlot, agents: int) -> str | None:
+        """Resolve the base commit and reach the executor; why the group cannot run remotely, or None."""
+        limit = self.config.agent.max_parallel
+        try:
+            base = await resolve_remote_base(self.repo_root, self.config.isolation)
+            executor = await slot.get(min(agents, limit) if limit > 0 else agents)
+        except ExecutorError as exc:
+            return str(exc)
+        self.attempts.remote = RemoteAttempts(
+            executor, base, store=self.store, sink=self.sink, on_started=self._note_launched
+        )
+        return None
+
+    async def _not_launched(self, plans: list[LaunchPlan]) -> None:
+        for plan in plans:
+            await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
+            await self.emit(
+                "task_finished",
+                task_id=plan.record.task_id,
+                status=TaskStatus.FAILED.value,
+                exit_code=None,
+                error="not launched",
+            )
 
     def _status(self, task_id: str) -> str | None:
         result = self.meta.result_for(task_id)

@@ -6,14 +6,26 @@ holds a whole log in memory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import aiofiles
 import aiofiles.os
+import anyio
+import anyio.to_thread
 
 from ..agents import ResultScanner
 
-__all__ = ("append_bytes", "file_size", "last_line", "last_nonblank_line", "read_head", "read_tail", "scan_log")
+__all__ = (
+    "append_bytes",
+    "file_size",
+    "last_line",
+    "last_nonblank_line",
+    "read_head",
+    "read_tail",
+    "replace_from",
+    "scan_log",
+)
 
 #: How much of the end of a log is read to judge a run.
 _TAIL_BYTES = 8 * 1024 * 1024
@@ -96,3 +108,29 @@ async def scan_log(path: Path, offset: int, scanner: ResultScanner) -> bytes:
             return tail
     except OSError:
         return b""
+
+
+def _replace_from(path: Path, offset: int, data: bytes) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size - offset == len(data) and os.pread(fd, len(data), offset) == data:
+            return False
+        os.ftruncate(fd, offset)
+        view = memoryview(data)
+        position = offset
+        while view:
+            written = os.pwrite(fd, view, position)
+            view, position = view[written:], position + written
+        return True
+    finally:
+        os.close(fd)
+
+
+async def replace_from(path: Path, offset: int, data: bytes) -> bool:
+    """Make the log after ``offset`` exactly ``data`` (never through a symlink); True when it was rewritten.
+
+    A remote attempt's lines are appended as they stream; its whole log (capped
+    like a local one) comes with its result and replaces them only when it differs.
+    """
+    return await anyio.to_thread.run_sync(_replace_from, path, offset, data)
