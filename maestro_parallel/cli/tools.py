@@ -13,6 +13,7 @@ import click
 from ..config import CONFIG_RELATIVE_PATH, config_template
 from ..errors import MaestroError
 from ..runtime.coordinator import AsyncParallelCoordinator
+from ..runtime.ownership import coordinator_verdict, signal_if_ours
 from ..state.store import GroupStore
 from ..trackers.local import LocalTracker
 from ._common import (
@@ -48,10 +49,11 @@ def cancel(state: AppState, group_id: str, wait: bool, timeout: float, as_json: 
         raise FailedError(f"group {group_id} is not running")
     if holder.host and holder.host != socket.gethostname():
         raise FailedError(f"group {group_id} is run by pid {holder.pid} on {holder.host}; cancel it there")
-    try:
-        os.kill(holder.pid, signal.SIGTERM)
-    except ProcessLookupError as exc:
-        raise FailedError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone") from exc
+    verdict = coordinator_verdict(holder.record, store.lock_path)
+    if not verdict:  # the lock is a file an agent can write: signal only a proven coordinator
+        raise FailedError(f"group {group_id}: not signalling pid {holder.pid}: {verdict.reason}")
+    if not signal_if_ours(verdict, signal.SIGTERM, group=False):
+        raise FailedError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone")
     state.progress(f"sent SIGTERM to the coordinator of group {group_id} (pid {holder.pid})")
     stopped = not wait or _wait_until_released(store, timeout)
     seen = stored(state, group_id)
