@@ -269,7 +269,6 @@ def forge_task_started(repo: Path, pid: int) -> None:
     (groups(repo) / "g" / "metadata.json").unlink()
 
 
-@xfail("resume and recover stop any process group a forged task_started names")
 @pytest.mark.parametrize("command", ["recover", "execute"])
 def test_a_forged_task_started_never_stops_a_foreign_process(
     repo: Path, tmp_path: Path, victim: subprocess.Popen[bytes], command: str
