@@ -386,7 +386,6 @@ def test_logs_swapped_for_a_symlink_by_an_agent_redirect_nothing(repo: Path, tmp
 # =========================================================================== 4. the refresh escapes cleanup
 
 
-@xfail("the refresh survives recover after kill -9: group_run does not yet pass its group id to run_refresh")
 def test_a_refresh_orphaned_by_kill_9_is_stopped_by_recover(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", refresh=True)
     marker = tmp_path / "refresh.pid"

@@ -180,7 +180,9 @@ class GroupRun:
     async def _pre_execution(self) -> list[LaunchPlan]:
         self.context = None
         if self.config.refresh.enabled:
-            ok, warning, output = await run_refresh(self.config, self.repo_root, self.store.log_path("_refresh"))
+            ok, warning, output = await run_refresh(
+                self.config, self.repo_root, self.store.log_path("_refresh"), self.group_id
+            )
             await self.emit(
                 "refresh_finished", ok=ok, error=warning, log_path=self.store.relative(self.store.log_path("_refresh"))
             )

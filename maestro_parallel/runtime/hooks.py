@@ -94,9 +94,16 @@ class TestsOutcome:
     warning: str | None = None
 
 
-def command_env(repo_root: Path) -> dict[str, str]:
-    """The environment of a refresh, test or skill command: an agent's, with only ``MAESTRO_REPO_ROOT``."""
-    return agent_environment(os.environ, {}, {"MAESTRO_REPO_ROOT": str(repo_root)})
+def command_env(repo_root: Path, group_id: str | None = None) -> dict[str, str]:
+    """The environment of a refresh, test or skill command: an agent's, with ``MAESTRO_REPO_ROOT``.
+
+    Run for a group it also carries ``MAESTRO_GROUP_ID``, so that one orphaned by a
+    killed coordinator is found and stopped by the group's recovery sweep.
+    """
+    variables = {"MAESTRO_REPO_ROOT": str(repo_root)}
+    if group_id is not None:
+        variables["MAESTRO_GROUP_ID"] = group_id
+    return agent_environment(os.environ, {}, variables)
 
 
 async def _run(
@@ -128,9 +135,7 @@ async def run_refresh(
     group's recovery sweep (processes carrying the group's ``MAESTRO_*`` values).
     """
     command = list(config.refresh.command)
-    env = command_env(repo_root)
-    if group_id is not None:
-        env["MAESTRO_GROUP_ID"] = group_id
+    env = command_env(repo_root, group_id)
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         return False, f"context refresh failed: executable not found: {command[0]} ([refresh].command)", ""
@@ -157,15 +162,13 @@ async def run_tests(
         if found is None:
             return TestsOutcome("skipped")
         command = list(found)
-    env = command_env(repo_root)
+    env = command_env(repo_root, group_id)
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         if detected:
             warning = f"test runner {command[0]!r} is not installed; tests skipped"
             return TestsOutcome("skipped", command=command, warning=warning)
         return TestsOutcome("failed", command=command, error=f"executable not found: {command[0]} ([tests].command)")
-    if group_id is not None:
-        env["MAESTRO_GROUP_ID"] = group_id
     try:
         async with TestsLock(lock_path):
             code, error = await _run(

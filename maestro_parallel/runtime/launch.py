@@ -214,7 +214,7 @@ class LaunchPreparer:
             argv = render_argv(
                 command, {"skill": name, "task_id": task_id, "repo_root": str(self.repo_root)}, key="[skills].command"
             )
-            env = command_env(self.repo_root)
+            env = command_env(self.repo_root, self.group_id)
             executable = resolve_executable(argv[0], repo_root=self.repo_root, path=env.get("PATH"))
             if executable is None:
                 return None
