@@ -433,7 +433,6 @@ def test_a_refresh_run_for_a_group_carries_the_group_in_its_environment(tmp_path
 HOSTILE_LINE = "\x1b]0;pwned-title\x07\x1b[2J\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\ [/bold] [/x]"
 
 
-@xfail("escape sequences of an agent's last line reach the terminal in the event lines and status")
 def test_escape_sequences_in_agent_output_never_reach_the_terminal(repo: Path) -> None:
     agent_script(repo, f"""
         import sys
@@ -486,7 +485,6 @@ def run_in_pty(argv: list[str], timeout: float) -> Done:
     return Done(code, out.decode(errors="replace"), terminal.decode(errors="replace"), time.monotonic() - start)
 
 
-@xfail("a subagent_type with markup crashes the live table (MarkupError) and loses the JSON")
 @pytest.mark.parametrize("subagent", ["reviewer [/x]", "[/bold]", "[link=https://evil.example]x"])
 def test_markup_in_subagent_type_is_shown_as_text_in_the_live_table(repo: Path, subagent: str) -> None:
     write_tasks(repo, [task("a", "print=done", subagent_type=subagent)])
@@ -498,7 +496,6 @@ def test_markup_in_subagent_type_is_shown_as_text_in_the_live_table(repo: Path, 
     assert ESC + "]8" not in done.stderr
 
 
-@xfail("an agent's last line in the live table is parsed as markup: [/x] stops the redraws")
 def test_escape_sequences_of_a_running_agent_stay_out_of_the_live_table(repo: Path) -> None:
     agent_script(repo, f"""
         import time

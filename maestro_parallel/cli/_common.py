@@ -26,7 +26,6 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 import click
 
-from .._text import one_line
 from ..config import Config, load_config
 from ..errors import (
     ConfigError,
@@ -40,6 +39,7 @@ from ..models import GroupMetadata, TaskStatus
 from ..runtime.coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker
 from ..state.readers import StoredGroup, read_stored_group
 from ..tasks import TaskRecord, loads_tasks
+from ..textsafe import one_line
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
 from .progress import describe_event, use_live_progress
@@ -489,7 +489,8 @@ def print_group(meta: GroupMetadata, *, stale: bool = False) -> None:
         status = str(result.get("status"))
         if result.get("closed"):
             status += ", closed"
-        line = f"  {result['task_id']:<{width}}  {status:<18} {result.get('subagent') or '-'}"
+        subagent = one_line(result.get("subagent") or "-", 60)  # tracker text: no escape sequence reaches the terminal
+        line = f"  {one_line(result['task_id'])[:64]:<{width}}  {status:<18} {subagent}"
         if result.get("error"):
             line += f"  {one_line(result['error'])[:160]}"
         click.echo(line)
