@@ -27,6 +27,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
+from ..state.safefs import OpenMode, UnsafePathError, open_state_file
 from .procfs import boot_ticks, process_start_time
 from .stopping import stop_process_group
 
@@ -117,9 +118,15 @@ class CommandResult:
 
 
 def _open_log(path: Path, *, append: bool) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    flags |= os.O_APPEND if append else os.O_TRUNC
-    return os.open(path, flags, 0o600)
+    """Open a command's log through :mod:`~..state.safefs`: no symlinked folder or file, no FIFO, no hard link.
+
+    An unsafe log is an ``OSError`` (ELOOP) here, like any other log that cannot be opened.
+    """
+    try:
+        fd = open_state_file(path, OpenMode.APPEND if append else OpenMode.CREATE)
+    except UnsafePathError as exc:
+        raise OSError(errno.ELOOP, str(exc)) from exc
+    return fd
 
 
 def _write_fully(fd: int, data: bytes) -> None:
@@ -292,7 +299,7 @@ class AgentProcess:
             fd = await _open_log_async(log_path, append=append_log)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from exc
+                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name}: {exc.strerror}") from exc
             raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None

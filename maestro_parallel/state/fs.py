@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiofiles
@@ -18,19 +17,10 @@ import aiofiles.os
 
 from ..errors import StateError
 from ..runtime.procfs import process_start_time
+from .safefs import OpenMode, UnsafePathError, open_state_file, read_tail
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-
-
-def nofollow_opener(flags: int) -> Callable[[str, int], int]:
-    def opener(path: str, mode_flags: int) -> int:
-        return os.open(path, mode_flags | flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-
-    return opener
-
-
-OPEN_NOFOLLOW = nofollow_opener(0)
 
 
 def ensure_dir(path: Path) -> None:
@@ -95,26 +85,44 @@ def remove_stale_temp_files(folders: tuple[Path, ...]) -> None:
 
 
 def read_nofollow(path: Path) -> bytes | None:
-    """The bytes of ``path``, or None when it does not exist; a symlink is an error."""
+    """The bytes of the state file ``path``, or None when it does not exist.
+
+    Opened through :func:`~.safefs.open_state_file`: a symlink anywhere below the
+    repository root, a folder, a FIFO or a device in its place is a
+    :class:`~.safefs.UnsafePathError` naming the path, never a hang or a read of
+    something else.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_state_file(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StateError(f"refusing to read {path}: it is a symlink") from exc
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+    try:
+        return read_tail(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def last_byte_is_not_newline(path: Path) -> bool:
     try:
-        with open(path, "rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) != b"\n"
-    except OSError:  # empty or missing: nothing to repair
+        fd = open_state_file(path)
+    except (OSError, StateError):  # missing: nothing to repair; unsafe: the append refuses it
         return False
+    try:
+        size = os.fstat(fd).st_size
+        return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+    finally:
+        os.close(fd)
+
+
+def open_journal(path: str, flags: int) -> int:
+    """The journal's opener (``aiofiles.open(..., opener=open_journal)``): appending, through safefs.
+
+    An unsafe journal (a folder, a symlink) is an ``OSError`` naming it, like a full disk.
+    """
+    try:
+        return open_state_file(path, OpenMode.APPEND)
+    except UnsafePathError as exc:
+        raise OSError(errno.EINVAL, str(exc), path) from exc
 
 
 ends_torn = aiofiles.os.wrap(last_byte_is_not_newline)

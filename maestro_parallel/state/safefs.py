@@ -40,6 +40,7 @@ __all__ = (
     "iter_chunks",
     "last_line",
     "open_below",
+    "open_state_file",
     "read_limited",
     "read_tail",
     "tail_start",
@@ -224,6 +225,26 @@ def open_below(
         os.close(fd)
         raise
     return fd
+
+
+def state_root_of(path: str | os.PathLike[str]) -> Path:
+    """The repository root of a path under ``.flow`` (the folder holding its last ``.flow``); else its folder.
+
+    Callers that hold only a log's or a state file's absolute path walk from
+    here, so no folder of the state on the way is followed through a symlink;
+    a file elsewhere is still opened without following its last component.
+    """
+    candidate = Path(os.fspath(path))
+    parts = candidate.parts
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] == ".flow":
+            return Path(*parts[:index]) if index else Path(parts[0])
+    return candidate.parent
+
+
+def open_state_file(path: str | os.PathLike[str], mode: OpenMode = OpenMode.READ, **options: bool) -> int:
+    """:func:`open_below` from :func:`state_root_of` ``path``: the one way a state file or log is opened."""
+    return open_below(state_root_of(path), path, mode, **options)
 
 
 def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = None) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import aiofiles
 import aiofiles.os
 import anyio
+import anyio.to_thread
 
 from .._paths import GROUPS_RELATIVE_PATH, MAESTRO_RELATIVE_PATH
 from ..errors import StateError, ValidationError
@@ -38,15 +39,16 @@ from ..markers import is_safe_task_id, is_valid_group_id
 from ..models import GroupMetadata, utc_now
 from .fs import (
     DIR_MODE,
-    OPEN_NOFOLLOW,
     ends_torn,
     ensure_dir_async,
+    open_journal,
     read_async,
     remove_stale_temp_files_async,
     write_atomic_async,
     write_many_async,
 )
 from .locks import GroupLock, LockHolder, TestsLock, lock_holder
+from .safefs import UnsafePathError, check_state_chain
 from .snapshot import parse_snapshot
 
 # --------------------------------------------------------------------------- the store
@@ -128,14 +130,20 @@ class GroupStore:
         Also removes the temp files of atomic writes that a killed coordinator
         left behind (call it with the group lock held).
         """
+        await self.check_chain()
         for folder in (self.repo_root / MAESTRO_RELATIVE_PATH.parent, self.maestro_dir):
             await aiofiles.os.makedirs(folder, mode=DIR_MODE, exist_ok=True)
         for folder in (self.groups_dir, self.dir, self.logs_dir, self.prompts_dir):
             await ensure_dir_async(folder)
         await remove_stale_temp_files_async((self.dir, self.prompts_dir))
 
+    async def check_chain(self) -> None:
+        """Refuse a state folder of this group that is a symlink or not a folder (see ``check_state_chain``)."""
+        await anyio.to_thread.run_sync(check_state_chain, self.repo_root, self.group_id)
+
     async def prepare_lock_dir(self) -> None:
-        """Create just enough folders to take the lock."""
+        """Create just enough folders to take the lock (refusing a symlinked state folder, naming it)."""
+        await self.check_chain()
         await aiofiles.os.makedirs(self.maestro_dir, mode=DIR_MODE, exist_ok=True)
         for folder in (self.groups_dir, self.dir):
             await ensure_dir_async(folder)
@@ -187,7 +195,7 @@ class GroupStore:
         try:
             if self._journal is None:
                 self._journal = await aiofiles.open(
-                    self.journal_path, "ab", buffering=0, opener=OPEN_NOFOLLOW
+                    self.journal_path, "ab", buffering=0, opener=open_journal
                 )
                 self._torn = await ends_torn(self.journal_path)
             data = b"".join(batch)
@@ -299,6 +307,8 @@ class GroupStore:
         events, _ = await self.read_events()
         try:
             snapshot = await self.read_snapshot()
+        except UnsafePathError:
+            raise  # a folder, FIFO or symlink in its place is not damage to rebuild over: refuse, naming it
         except StateError:
             if not events:
                 raise
