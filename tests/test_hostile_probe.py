@@ -313,7 +313,6 @@ def test_a_log_swapped_for_a_fifo_or_dev_zero_does_not_hang_execute(repo: Path, 
     assert result["status"] == "failed" and "\n" not in (result.get("error") or "")
 
 
-@xfail("logs opens a FIFO in place of a log and blocks forever")
 def test_logs_does_not_hang_on_a_fifo(repo: Path) -> None:
     finished_group(repo)
     log = groups(repo) / "g" / "logs" / "a.log"
@@ -618,7 +617,6 @@ def test_a_state_file_that_is_a_folder_is_one_line_naming_it(repo: Path, name: s
 # =========================================================================== 10. logs on a huge log
 
 
-@xfail("logs reads the whole log into memory")
 def test_logs_streams_a_huge_log_in_bounded_memory(repo: Path, tmp_path: Path) -> None:
     finished_group(repo)
     log = groups(repo) / "g" / "logs" / "a.log"
@@ -645,6 +643,19 @@ def test_logs_streams_a_huge_log_in_bounded_memory(repo: Path, tmp_path: Path) -
     with open(out, "rb") as handle:
         handle.seek(-64, os.SEEK_END)
         assert b"THE LAST LINE" in handle.read()
+
+
+def test_logs_follow_starts_near_the_end_of_a_long_log(repo: Path) -> None:
+    finished_group(repo)
+    log = groups(repo) / "g" / "logs" / "a.log"
+    log.write_bytes(b"".join(b"line %06d\n" % i for i in range(100_000)))  # about 1.1 MB
+    follow = run_cli(repo, "logs", "--group-id", "g", "--task-id", "a", "--follow", timeout=30)
+    assert follow.returncode == 0, follow.stderr
+    lines = follow.stdout.splitlines()
+    assert lines[-1] == "line 099999" and 100 < len(lines) < 5_000  # the last lines, from a whole line
+    assert all(line.startswith("line ") and len(line) == 11 for line in lines)
+    whole = run_cli(repo, "logs", "--group-id", "g", "--task-id", "a", timeout=30)
+    assert len(whole.stdout.splitlines()) == 100_000  # without --follow: all of it
 
 
 # =========================================================================== 11. smaller ones
