@@ -706,20 +706,27 @@ def test_cancelling_in_the_first_millisecond_leaves_no_unreadable_group(repo: Pa
 
 
 @pytest.mark.parametrize("obstacle", [
-    pytest.param("config-is-a-folder", marks=xfail("init --force over a folder: traceback")),
-    pytest.param("maestro-is-a-file", marks=xfail("init on a file in place of .flow/maestro: traceback")),
+    "config-is-a-folder", "maestro-is-a-file", "flow-read-only",
 ])
 def test_init_force_that_cannot_write_is_one_line(repo: Path, obstacle: str) -> None:
     maestro = repo / ".flow" / "maestro"
     if obstacle == "config-is-a-folder":
         (maestro / "config.toml").unlink()
         (maestro / "config.toml").mkdir()
+    elif obstacle == "flow-read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only folder")
+        maestro.chmod(0o500)
     else:
         for child in maestro.iterdir():
             child.unlink() if child.is_file() else None
         maestro.rmdir()
         maestro.write_text("in the way")
-    done = run_cli(repo, "init", "--force")
+    try:
+        done = run_cli(repo, "init", "--force")
+    finally:
+        if obstacle == "flow-read-only":
+            maestro.chmod(0o700)
     line = done.one_line_error()
     assert done.returncode == 1 and ("config.toml" in line or ".flow/maestro" in line), line
 

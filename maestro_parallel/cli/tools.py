@@ -14,6 +14,7 @@ from ..config import CONFIG_RELATIVE_PATH, config_template
 from ..errors import MaestroError
 from ..runtime.coordinator import AsyncParallelCoordinator
 from ..runtime.ownership import coordinator_verdict, signal_if_ours
+from ..state.safefs import UnsafePathError, check_state_chain
 from ..state.store import GroupStore
 from ..trackers.local import LocalTracker
 from ._common import (
@@ -109,10 +110,21 @@ def init(state: AppState, force: bool, as_json: bool) -> int:
     path = state.repo_root / CONFIG_RELATIVE_PATH
     if path.exists() and not force:
         raise FailedError(f"{path} already exists (--force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(config_template())
-    os.replace(tmp, path)
+    try:
+        check_state_chain(state.repo_root)  # a symlinked .flow would put the config elsewhere
+        if path.is_dir() and not path.is_symlink():
+            raise FailedError(f"cannot write {path}: it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(config_template())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except UnsafePathError as exc:
+        raise FailedError(str(exc)) from exc
+    except OSError as exc:  # a read-only .flow, a file in place of a folder, a full disk
+        raise FailedError(f"cannot write {path}: {exc.strerror or exc}") from exc
     if as_json:
         emit_json({"path": str(path), "written": True})
     else:
