@@ -525,7 +525,6 @@ def test_the_group_timeout_bounds_the_refresh_and_the_tests(tmp_path: Path) -> N
 # =========================================================================== 7. a journal shorter than the snapshot
 
 
-@xfail("status/wait trust a journal shorter than the snapshot: in_progress (stale), error dropped")
 def test_a_snapshot_ahead_of_a_shortened_journal_wins(repo: Path) -> None:
     write_tasks(repo, [task("a"), task("b", "print=broken exit=1")])
     assert execute(repo).returncode == 1
@@ -542,7 +541,6 @@ def test_a_snapshot_ahead_of_a_shortened_journal_wins(repo: Path) -> None:
     assert wait.returncode == 1 and not wait.hung  # failed, decided at once, not a timeout
 
 
-@xfail("a journal shorter than the snapshot makes wait exit 1 for a completed group")
 def test_wait_on_a_completed_group_with_a_shortened_journal_exits_0(repo: Path) -> None:
     write_tasks(repo, [task("a"), task("b")])
     assert execute(repo).returncode == 0

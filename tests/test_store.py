@@ -696,3 +696,20 @@ async def test_an_append_after_a_torn_line_starts_on_a_line_of_its_own(tmp_path:
     assert json.loads(lines[2]) == {"event": "warning", "at": "y", "message": "after the crash"}
     events, skipped = decode_journal(store.journal_path.read_bytes())
     assert [e["event"] for e in events] == ["group_started", "warning"] and skipped == 1
+
+
+def test_a_snapshot_ahead_of_its_journal_is_told_from_a_later_run() -> None:
+    """The pure rule: a final snapshot wins over a journal cut inside the run it records, not over a later run."""
+    from maestro_parallel.models import GroupMetadata, TaskStatus
+    from maestro_parallel.state.snapshot import snapshot_is_ahead
+
+    final = GroupMetadata(group_id="g", status=TaskStatus.COMPLETED, completed_at="2026-01-01T00:00:05.000Z")
+    start = {"event": "group_started", "at": "2026-01-01T00:00:01.000Z"}
+    end = {"event": "group_finished", "at": "2026-01-01T00:00:05.000Z", "status": "completed"}
+    later = {"event": "group_started", "at": "2026-01-01T00:01:00.000Z"}
+    assert snapshot_is_ahead(final, [start])  # cut before the end the snapshot records
+    assert snapshot_is_ahead(final, [{"event": "phase_changed"}])  # not even the start survived
+    assert not snapshot_is_ahead(final, [start, end])  # the journal holds the end: replay it
+    assert not snapshot_is_ahead(final, [start, end, later])  # a later run: replay it
+    running = GroupMetadata(group_id="g", status=TaskStatus.IN_PROGRESS)
+    assert not snapshot_is_ahead(running, [start])  # nothing final to keep

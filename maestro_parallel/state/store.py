@@ -49,7 +49,7 @@ from .fs import (
 )
 from .locks import GroupLock, LockHolder, TestsLock, lock_holder
 from .safefs import UnsafePathError, check_state_chain
-from .snapshot import parse_snapshot
+from .snapshot import parse_snapshot, snapshot_is_ahead
 
 # --------------------------------------------------------------------------- the store
 
@@ -315,4 +315,6 @@ class GroupStore:
             snapshot = None
         if not events:
             return snapshot
+        if snapshot is not None and snapshot_is_ahead(snapshot, events):
+            return snapshot  # the journal lost the end of the run the snapshot records
         return replay(self.group_id, events, base=snapshot)
