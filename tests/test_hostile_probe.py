@@ -553,7 +553,6 @@ def test_wait_on_a_completed_group_with_a_shortened_journal_exits_0(repo: Path) 
 # =========================================================================== 8. a signal after the final state
 
 
-@xfail("a SIGINT right after the final state is written: no JSON, or an exit by the signal instead of the state's code")
 def test_a_signal_after_the_final_state_still_prints_it(repo: Path) -> None:
     attempts = 10
     write_tasks(repo, [task(f"a{i}", group=f"g{i}") for i in range(attempts)])
