@@ -509,7 +509,6 @@ def test_escape_sequences_of_a_running_agent_stay_out_of_the_live_table(repo: Pa
 # =========================================================================== 6. --timeout bounds the whole group
 
 
-@xfail("--timeout leaves the refresh, the test suite and the tests.lock wait outside it")
 def test_the_group_timeout_bounds_the_refresh_and_the_tests(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     slow = json.dumps([PY, "-c", "import time; time.sleep(6)"])
@@ -520,6 +519,25 @@ def test_the_group_timeout_bounds_the_refresh_and_the_tests(tmp_path: Path) -> N
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.seconds < 7, f"a 2 s group timeout took {done.seconds:.1f}s"  # slow phases: 12 s together
     no_processes_left(repo)
+
+
+def test_the_group_timeout_bounds_the_wait_for_the_tests_lock(repo: Path) -> None:
+    replace_section(repo, "tests", f"command = {json.dumps([PY, '-c', 'print(42)'])}")
+    write_tasks(repo, [task("a")])
+    holder = subprocess.Popen([PY, "-c", LOCK_FORGER, str(repo / ".flow" / "maestro" / "tests.lock"), "{}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # another group's suite, running long
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
+        done = execute(repo, "--timeout", "2", timeout=60)
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(10)
+        holder.stdout.close()
+    assert done.returncode == 1 and done.seconds < 10, (done.seconds, done.stderr)
+    document = done.document()
+    assert document["status"] == "failed"
+    assert any("timed out" in error for error in document["errors"]), document["errors"]
 
 
 # =========================================================================== 7. a journal shorter than the snapshot

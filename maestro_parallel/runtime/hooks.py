@@ -8,6 +8,7 @@ The test suite runs under the repository's ``tests.lock``, so groups never test 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from configparser import ConfigParser
@@ -15,6 +16,8 @@ from configparser import Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import anyio
 
 from ..agents import agent_environment, resolve_executable
 from ..config import Config
@@ -94,6 +97,10 @@ class TestsOutcome:
     warning: str | None = None
 
 
+#: Why a refresh or a test suite was stopped at the group's deadline.
+GROUP_TIMED_OUT = "stopped: the group timed out"
+
+
 def command_env(repo_root: Path, group_id: str | None = None) -> dict[str, str]:
     """The environment of a refresh, test or skill command: an agent's, with ``MAESTRO_REPO_ROOT``.
 
@@ -126,14 +133,23 @@ async def _run(
 
 
 async def run_refresh(
-    config: Config, repo_root: Path, log_path: Path, group_id: str | None = None
+    config: Config, repo_root: Path, log_path: Path, group_id: str | None = None, *, deadline: float | None = None
 ) -> tuple[bool, str | None, str]:
     """Run the refresh command; return (ok, warning, output for the prompts).
 
     Run for a group, it sees ``MAESTRO_GROUP_ID`` as the agents do, so that a
     refresh orphaned by a killed coordinator is found and stopped by the
     group's recovery sweep (processes carrying the group's ``MAESTRO_*`` values).
+    ``deadline`` (anyio's clock) is the group's: past it the refresh is stopped.
     """
+    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+        return await _refresh(config, repo_root, log_path, group_id)
+    return False, f"context refresh failed: {GROUP_TIMED_OUT}", ""  # the deadline passed
+
+
+async def _refresh(
+    config: Config, repo_root: Path, log_path: Path, group_id: str | None
+) -> tuple[bool, str | None, str]:
     command = list(config.refresh.command)
     env = command_env(repo_root, group_id)
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
@@ -147,12 +163,27 @@ async def run_refresh(
 
 
 async def run_tests(
-    config: Config, repo_root: Path, log_path: Path, lock_path: Path, group_id: str | None = None
+    config: Config,
+    repo_root: Path,
+    log_path: Path,
+    lock_path: Path,
+    group_id: str | None = None,
+    *,
+    deadline: float | None = None,
 ) -> TestsOutcome:
     """Run the configured or detected test suite under the repository's tests lock.
 
     The suite sees ``MAESTRO_GROUP_ID`` (when run for a group) and ``MAESTRO_REPO_ROOT``.
+    ``deadline`` (anyio's clock) is the group's: it bounds the wait for the lock and the suite.
     """
+    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+        return await _tests(config, repo_root, log_path, lock_path, group_id)
+    return TestsOutcome("failed", error=GROUP_TIMED_OUT)  # the deadline passed (waiting for the lock, or running)
+
+
+async def _tests(
+    config: Config, repo_root: Path, log_path: Path, lock_path: Path, group_id: str | None
+) -> TestsOutcome:
     if not config.tests.enabled:
         return TestsOutcome("skipped", warning=None)
     command = list(config.tests.command) if config.tests.command else None
