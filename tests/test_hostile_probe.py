@@ -676,7 +676,6 @@ def test_logs_follow_starts_near_the_end_of_a_long_log(repo: Path) -> None:
 # =========================================================================== 11. smaller ones
 
 
-@xfail("--restart leaves a window with neither snapshot nor journal")
 def test_restart_never_leaves_the_group_without_state(repo: Path) -> None:
     finished_group(repo)
     folder = groups(repo) / "g"
@@ -699,7 +698,6 @@ def test_restart_never_leaves_the_group_without_state(repo: Path) -> None:
     assert missing == [], f"{len(missing)} looks found neither snapshot nor journal"
 
 
-@xfail("cancelling execute_parallel_group in its first millisecond leaves a group folder list calls unreadable")
 def test_cancelling_in_the_first_millisecond_leaves_no_unreadable_group(repo: Path) -> None:
     from maestro_parallel import AsyncParallelCoordinator
     from maestro_parallel.trackers import LocalTracker

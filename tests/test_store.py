@@ -568,7 +568,9 @@ async def test_set_aside_moves_the_state_into_history_without_collisions(store: 
         assert [e["message"] for e in events] == [word] and skipped == 0
         assert (folder / "logs" / "t-0.log").read_text() == f"{word} log\n"
         assert (folder / "prompts" / "t-0.md").read_text() == f"{word} prompt"
-    assert sorted(p.name for p in store.dir.iterdir()) == ["history"]
+    # An empty journal takes the old one's place at once: a reader never sees neither file.
+    assert sorted(p.name for p in store.dir.iterdir()) == ["events.jsonl", "history"]
+    assert store.journal_path.read_bytes() == b""
     assert not store.exists()
     assert await store.load() is None
 
@@ -672,11 +674,12 @@ async def test_read_stored_groups_lists_newest_first_and_reports_unreadable_ones
     groups = await read_stored_groups(tmp_path)
 
     assert [g.group_id for g in groups if g.metadata is not None] == ["new", "mid", "old"]
-    assert {g.group_id for g in groups if g.metadata is None} == {"broken", "empty"}
-    assert [g.metadata is None for g in groups] == [False, False, False, True, True]
+    # A folder with neither file holds nothing yet (a run cancelled in its first instant): not listed.
+    assert {g.group_id for g in groups if g.metadata is None} == {"broken"}
+    assert [g.metadata is None for g in groups] == [False, False, False, True]
     errors = {g.group_id: g.error for g in groups}
     assert "metadata.json" in (errors["broken"] or "") and "\n" not in (errors["broken"] or "\n")
-    assert errors["empty"] and "\n" not in errors["empty"]
+    assert "empty" not in errors and await read_stored_group(tmp_path, "empty") is None
     assert errors["new"] is None
     assert {g.group_id: g.to_dict() for g in groups}["broken"] == {"group_id": "broken", "error": errors["broken"]}
 

@@ -48,12 +48,16 @@ from .fs import (
     write_many_async,
 )
 from .locks import GroupLock, LockHolder, TestsLock, lock_holder
-from .safefs import UnsafePathError, check_state_chain
+from .safefs import OpenMode, UnsafePathError, check_state_chain, open_state_file
 from .snapshot import parse_snapshot, snapshot_is_ahead
 
 # --------------------------------------------------------------------------- the store
 
 __all__ = ("GroupStore",)
+
+
+def _create_empty(path: Path) -> None:
+    os.close(open_state_file(path, OpenMode.APPEND))
 
 
 class GroupStore:
@@ -109,7 +113,11 @@ class GroupStore:
             return str(path)
 
     def exists(self) -> bool:
-        return self.snapshot_path.exists() or self.journal_path.exists()
+        """Whether anything is stored: a snapshot, or a journal that is not empty."""
+        try:
+            return self.snapshot_path.exists() or os.lstat(self.journal_path).st_size > 0
+        except OSError:
+            return False
 
     def lock(self) -> GroupLock:
         """The group lock, to be held with ``async with`` while running the group."""
@@ -270,7 +278,7 @@ class GroupStore:
     async def set_aside(self) -> Path | None:
         """Move the stored state into ``history/<timestamp>/`` (for ``--restart``)."""
         await self.close()  # later events go to a fresh journal, not the one set aside
-        parts = [p for p in (self.snapshot_path, self.journal_path, self.logs_dir, self.prompts_dir) if p.exists()]
+        parts = [p for p in (self.journal_path, self.snapshot_path, self.logs_dir, self.prompts_dir) if p.exists()]
         if not parts:
             return None
         await ensure_dir_async(self.history_dir)
@@ -283,6 +291,10 @@ class GroupStore:
         await ensure_dir_async(target)
         for part in parts:
             await aiofiles.os.rename(part, target / part.name)
+            if part == self.journal_path:
+                # A fresh, empty journal before the snapshot goes: a reader never finds the
+                # group with neither file (it reads as nothing stored until the new run writes).
+                await anyio.to_thread.run_sync(_create_empty, self.journal_path)
         return target
 
     # reading -----------------------------------------------------------------
