@@ -82,6 +82,7 @@ class LaunchPreparer:
         self._base_env: dict[str, dict[str, str]] = {}
         self._skill_cache: dict[str, str | None] = {}
         self._executables: dict[tuple[str, str], str | None] = {}
+        self._skill_folders: list[Path] | None = None  # looked up once per group (Path.home() is not free)
 
     def plan(self, record: TaskRecord, available: frozenset[str] | None) -> LaunchPlan:
         """The subagent, settings and executable of one task."""
@@ -195,7 +196,9 @@ class LaunchPreparer:
         return None
 
     async def _load_skills(self, record: TaskRecord) -> tuple[list[tuple[str, str]], list[str]]:
-        folders = [self.repo_root / ".claude" / "skills", Path.home() / ".claude" / "skills"]
+        if self._skill_folders is None:
+            self._skill_folders = [self.repo_root / ".claude" / "skills", Path.home() / ".claude" / "skills"]
+        folders = self._skill_folders
         applied: list[tuple[str, str]] = []
         missing: list[str] = []
         for name in record.metadata.applicable_skills:
