@@ -716,3 +716,18 @@ def test_a_snapshot_ahead_of_its_journal_is_told_from_a_later_run() -> None:
     assert not snapshot_is_ahead(final, [start, end, later])  # a later run: replay it
     running = GroupMetadata(group_id="g", status=TaskStatus.IN_PROGRESS)
     assert not snapshot_is_ahead(running, [start])  # nothing final to keep
+
+
+async def test_a_prompts_folder_swapped_for_a_symlink_receives_no_prompt(tmp_path: Path) -> None:
+    """An agent can swap prompts/ while later prompts are still being written: none lands outside."""
+    store = GroupStore(tmp_path / "repo", "g")
+    await store.prepare()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.prompts_dir.rmdir()
+    store.prompts_dir.symlink_to(outside)
+    with pytest.raises(OSError, match="symlink"):
+        await store.write_private(store.prompt_path("t-0"), "the prompt")
+    [error] = await store.write_prompts([(store.prompt_path("t-1"), "another")])
+    assert error is not None and "prompts" in str(error)
+    assert list(outside.iterdir()) == []

@@ -17,7 +17,7 @@ import aiofiles.os
 
 from ..errors import StateError
 from ..runtime.procfs import process_start_time
-from .safefs import OpenMode, UnsafePathError, open_state_file, read_tail
+from .safefs import OpenMode, UnsafePathError, open_state_file, open_state_folder, read_tail
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -38,26 +38,35 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part.
 
     ``fsync`` makes it durable across a machine crash too (the snapshot); a prompt, rewritten
-    by the next run anyway, needs only the rename's atomicity.
+    by the next run anyway, needs only the rename's atomicity.  The temp file and the rename
+    are relative to the folder opened through safefs: a folder swapped for a symlink meanwhile
+    (an agent can write ``prompts/``) redirects nothing.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     try:
+        dir_fd = open_state_folder(path.parent)
+    except UnsafePathError as exc:
+        raise OSError(errno.ELOOP, str(exc), str(path)) from exc
+    tmp = f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(dir_fd)
 
 
 def remove_stale_temp_files(folders: tuple[Path, ...]) -> None:

@@ -40,6 +40,7 @@ __all__ = (
     "iter_chunks",
     "last_line",
     "open_below",
+    "open_state_folder",
     "open_state_file",
     "read_limited",
     "read_tail",
@@ -245,6 +246,31 @@ def state_root_of(path: str | os.PathLike[str]) -> Path:
 def open_state_file(path: str | os.PathLike[str], mode: OpenMode = OpenMode.READ, **options: bool) -> int:
     """:func:`open_below` from :func:`state_root_of` ``path``: the one way a state file or log is opened."""
     return open_below(state_root_of(path), path, mode, **options)
+
+
+def open_state_folder(path: str | os.PathLike[str]) -> int:
+    """A descriptor of the folder ``path`` (under :func:`state_root_of` it), no component followed.
+
+    For writes that create files by name (an atomic replace: a temp file, then a
+    rename): made relative to this descriptor, they land in the folder that was
+    checked, even if an agent swaps it for a symlink meanwhile.
+
+    :raises UnsafePathError: a component is a symlink or not a folder.
+    """
+    folder = Path(os.fspath(path))
+    root = state_root_of(folder / "x")
+    dir_fd = _open_root(root)
+    where = root
+    try:
+        for name in _parts(root, folder / "x")[:-1]:
+            where = where / name
+            next_fd = _open_dir_at(dir_fd, name, where, create=False)
+            os.close(dir_fd)
+            dir_fd = next_fd
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
 
 
 def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = None) -> None:
