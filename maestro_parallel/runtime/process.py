@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from ..state.safefs import OpenMode, UnsafePathError, open_state_file
 from .procfs import boot_ticks, process_start_time
-from .stopping import stop_process_group
+from .stopping import group_alive, stop_process_group
 
 __all__ = ("AgentProcess", "CappedLogSink", "CommandResult", "run_command")
 
@@ -263,6 +263,7 @@ class AgentProcess:
         #: Set by :meth:`request_stop`: the process gets its grace period, then is stopped.
         self.stop_requested = False
         self._wait_scope: anyio.CancelScope | None = None
+        self._closed = False
 
     def request_stop(self) -> None:
         """Ask :func:`run_command` to give the process its grace period, then stop it.
@@ -371,10 +372,14 @@ class AgentProcess:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop the whole process group: SIGTERM, grace, SIGKILL (shielded, bounded)."""
+        if not group_alive(self.pgid):
+            return  # the usual end: nothing left to stop, and no cancel scope entered for it
         await stop_process_group(self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait)
 
     async def aclose(self, grace: float | None = None) -> None:
-        """Stop what is left of the group and finish the log; safe to call twice."""
+        """Stop what is left of the group and finish the log; safe to call twice (the second returns at once)."""
+        if self._closed:
+            return
         with anyio.CancelScope(shield=True):
             await self.stop(grace)
             if isinstance(self._process, _PopenChild):
@@ -396,6 +401,7 @@ class AgentProcess:
                 finally:
                     os.close(self._log_fd)
                     self._log_fd = -1
+            self._closed = True
 
     async def __aenter__(self) -> AgentProcess:
         return self
