@@ -42,31 +42,40 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     are relative to the folder opened through safefs: a folder swapped for a symlink meanwhile
     (an agent can write ``prompts/``) redirects nothing.
     """
+    dir_fd = _open_folder(path.parent)
     try:
-        dir_fd = open_state_folder(path.parent)
-    except UnsafePathError as exc:
-        raise OSError(errno.ELOOP, str(exc), str(path)) from exc
-    tmp = f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
-            raise
+        _write_atomic_at(dir_fd, path.name, data, fsync=fsync)
     finally:
         os.close(dir_fd)
+
+
+def _open_folder(folder: Path) -> int:
+    try:
+        return open_state_folder(folder)
+    except UnsafePathError as exc:
+        raise OSError(errno.ELOOP, str(exc), str(folder)) from exc
+
+
+def _write_atomic_at(dir_fd: int, name: str, data: bytes, *, fsync: bool) -> None:
+    """:func:`write_atomic` in the folder open as ``dir_fd``."""
+    tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
 
 
 def remove_stale_temp_files(folders: tuple[Path, ...]) -> None:
@@ -136,14 +145,30 @@ def open_journal(path: str, flags: int) -> int:
 
 ends_torn = aiofiles.os.wrap(last_byte_is_not_newline)
 def write_many(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
+    """Write many files atomically (prompts); each folder is walked once for the batch."""
     errors: list[OSError | None] = []
-    for path, data in items:
-        try:
-            write_atomic(path, data, fsync=False)
-        except OSError as exc:
-            errors.append(exc)
-        else:
-            errors.append(None)
+    folders: dict[Path, int | OSError] = {}
+    try:
+        for path, data in items:
+            folder = folders.get(path.parent)
+            if folder is None:
+                try:
+                    folder = folders[path.parent] = _open_folder(path.parent)
+                except OSError as exc:
+                    folder = folders[path.parent] = exc
+            if isinstance(folder, OSError):
+                errors.append(folder)
+                continue
+            try:
+                _write_atomic_at(folder, path.name, data, fsync=False)
+            except OSError as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+    finally:
+        for folder in folders.values():
+            if isinstance(folder, int):
+                os.close(folder)
     return errors
 
 
