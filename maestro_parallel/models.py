@@ -253,10 +253,17 @@ class GroupMetadata:
         """The result entry of ``task_id``, or None.
 
         Looked up in an index (every event asks, so a scan would cost O(N²) for
-        a group of N tasks), rebuilt whenever ``results`` is replaced or resized.
+        a group of N tasks): extended when entries were appended, rebuilt only
+        when ``results`` is replaced or shrinks.
         """
         results = self.results
         cached = self.__dict__.get("_result_index")
+        if cached is not None and cached[0] is results and cached[1] < len(results):
+            index_so_far: dict[Any, dict[str, Any]] = cached[2]
+            for entry in results[cached[1] :]:
+                index_so_far.setdefault(entry.get("task_id"), entry)
+            cached = (results, len(results), index_so_far)
+            self.__dict__["_result_index"] = cached
         if cached is None or cached[0] is not results or cached[1] != len(results):
             index: dict[Any, dict[str, Any]] = {}
             for entry in results:

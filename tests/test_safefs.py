@@ -369,3 +369,27 @@ def test_a_missing_folder_does_not_hide_its_symlinked_sibling(tmp_path: Path) ->
     (group_dir / "prompts").symlink_to(tmp_path)
     with pytest.raises(UnsafePathError, match="prompts: it is a symlink"):
         check_state_chain(tmp_path, "g")
+
+
+@pytest.mark.parametrize("how", ["renamed", "deleted"])
+def test_a_kept_folder_is_not_used_once_it_was_swapped_for_a_symlink(tmp_path: Path, how: str) -> None:
+    """open_state_file keeps the folders it walked: a folder moved or deleted and replaced by a symlink is refused."""
+    import shutil
+
+    from maestro_parallel.state.safefs import OpenMode, UnsafePathError, open_state_file
+
+    logs = tmp_path / ".flow" / "maestro" / "parallel_groups" / "g" / "logs"
+    logs.mkdir(parents=True)
+    os.close(open_state_file(logs / "a.log", OpenMode.APPEND))
+    os.close(open_state_file(logs / "b.log", OpenMode.APPEND))  # through the kept folder
+    assert sorted(p.name for p in logs.iterdir()) == ["a.log", "b.log"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if how == "renamed":
+        logs.rename(logs.with_name("logs-old"))
+    else:
+        shutil.rmtree(logs)
+    logs.symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        open_state_file(logs / "c.log", OpenMode.APPEND)
+    assert list(outside.iterdir()) == []

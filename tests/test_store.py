@@ -568,7 +568,9 @@ async def test_set_aside_moves_the_state_into_history_without_collisions(store: 
         assert [e["message"] for e in events] == [word] and skipped == 0
         assert (folder / "logs" / "t-0.log").read_text() == f"{word} log\n"
         assert (folder / "prompts" / "t-0.md").read_text() == f"{word} prompt"
-    assert sorted(p.name for p in store.dir.iterdir()) == ["history"]
+    # An empty journal takes the old one's place at once: a reader never sees neither file.
+    assert sorted(p.name for p in store.dir.iterdir()) == ["events.jsonl", "history"]
+    assert store.journal_path.read_bytes() == b""
     assert not store.exists()
     assert await store.load() is None
 
@@ -672,11 +674,12 @@ async def test_read_stored_groups_lists_newest_first_and_reports_unreadable_ones
     groups = await read_stored_groups(tmp_path)
 
     assert [g.group_id for g in groups if g.metadata is not None] == ["new", "mid", "old"]
-    assert {g.group_id for g in groups if g.metadata is None} == {"broken", "empty"}
-    assert [g.metadata is None for g in groups] == [False, False, False, True, True]
+    # A folder with neither file holds nothing yet (a run cancelled in its first instant): not listed.
+    assert {g.group_id for g in groups if g.metadata is None} == {"broken"}
+    assert [g.metadata is None for g in groups] == [False, False, False, True]
     errors = {g.group_id: g.error for g in groups}
     assert "metadata.json" in (errors["broken"] or "") and "\n" not in (errors["broken"] or "\n")
-    assert errors["empty"] and "\n" not in errors["empty"]
+    assert "empty" not in errors and await read_stored_group(tmp_path, "empty") is None
     assert errors["new"] is None
     assert {g.group_id: g.to_dict() for g in groups}["broken"] == {"group_id": "broken", "error": errors["broken"]}
 
@@ -696,3 +699,35 @@ async def test_an_append_after_a_torn_line_starts_on_a_line_of_its_own(tmp_path:
     assert json.loads(lines[2]) == {"event": "warning", "at": "y", "message": "after the crash"}
     events, skipped = decode_journal(store.journal_path.read_bytes())
     assert [e["event"] for e in events] == ["group_started", "warning"] and skipped == 1
+
+
+def test_a_snapshot_ahead_of_its_journal_is_told_from_a_later_run() -> None:
+    """The pure rule: a final snapshot wins over a journal cut inside the run it records, not over a later run."""
+    from maestro_parallel.models import GroupMetadata, TaskStatus
+    from maestro_parallel.state.snapshot import snapshot_is_ahead
+
+    final = GroupMetadata(group_id="g", status=TaskStatus.COMPLETED, completed_at="2026-01-01T00:00:05.000Z")
+    start = {"event": "group_started", "at": "2026-01-01T00:00:01.000Z"}
+    end = {"event": "group_finished", "at": "2026-01-01T00:00:05.000Z", "status": "completed"}
+    later = {"event": "group_started", "at": "2026-01-01T00:01:00.000Z"}
+    assert snapshot_is_ahead(final, [start])  # cut before the end the snapshot records
+    assert snapshot_is_ahead(final, [{"event": "phase_changed"}])  # not even the start survived
+    assert not snapshot_is_ahead(final, [start, end])  # the journal holds the end: replay it
+    assert not snapshot_is_ahead(final, [start, end, later])  # a later run: replay it
+    running = GroupMetadata(group_id="g", status=TaskStatus.IN_PROGRESS)
+    assert not snapshot_is_ahead(running, [start])  # nothing final to keep
+
+
+async def test_a_prompts_folder_swapped_for_a_symlink_receives_no_prompt(tmp_path: Path) -> None:
+    """An agent can swap prompts/ while later prompts are still being written: none lands outside."""
+    store = GroupStore(tmp_path / "repo", "g")
+    await store.prepare()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store.prompts_dir.rmdir()
+    store.prompts_dir.symlink_to(outside)
+    with pytest.raises(OSError, match="symlink"):
+        await store.write_private(store.prompt_path("t-0"), "the prompt")
+    [error] = await store.write_prompts([(store.prompt_path("t-1"), "another")])
+    assert error is not None and "prompts" in str(error)
+    assert list(outside.iterdir()) == []

@@ -9,6 +9,7 @@ and the exit codes are one table (:class:`ExitCode`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import functools
@@ -26,7 +27,6 @@ from typing import Any, ClassVar, TypeVar
 import anyio
 import click
 
-from .._text import one_line
 from ..config import Config, load_config
 from ..errors import (
     ConfigError,
@@ -40,6 +40,7 @@ from ..models import GroupMetadata, TaskStatus
 from ..runtime.coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker
 from ..state.readers import StoredGroup, read_stored_group
 from ..tasks import TaskRecord, loads_tasks
+from ..textsafe import one_line
 from ..trackers.base import Tracker
 from ..trackers.local import LocalTracker
 from .progress import PlanBoard, budget_line, describe_event, use_live_progress
@@ -182,6 +183,10 @@ def emit_json(data: Any) -> None:
 # --------------------------------------------------------------------------- the group
 
 
+#: Whether the command line runs as the whole process (``main`` called without arguments).
+_WHOLE_PROCESS = [False]
+
+
 class MaestroGroup(click.Group):
     """Reports every error as one line (plus ``{"error": ...}`` on stdout under ``--json``)."""
 
@@ -189,6 +194,7 @@ class MaestroGroup(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         argv = list(sys.argv[1:] if args is None else args)
+        _WHOLE_PROCESS[0] = args is None  # run as the program (not called in-process, as by a test runner)
         extra.pop("standalone_mode", None)
         try:
             code = super().main(argv, prog_name or "maestro-parallel", standalone_mode=False, **extra)
@@ -364,51 +370,119 @@ def progress_view(state: AppState, plan: PlanBoard | None = None) -> Iterator[Ca
 _T = TypeVar("_T")
 
 
+class SignalWatch:
+    """SIGINT/SIGTERM handlers for a command that runs coordinators and then prints their final state.
+
+    While the run goes on, a signal interrupts the coordinators (through the
+    event loop: :meth:`arm`).  Once the run has returned its final state, a
+    signal is only noted (``late``): the state is printed and the command exits
+    with the state's code, instead of a ``KeyboardInterrupt`` losing the output
+    mid-print.  Before the run starts, a signal stops the command as before.
+    Used as a context manager around the run *and* the printing; the previous
+    handlers come back on exit.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.late: list[int] = []
+        self.finished = False
+        self._react: Callable[[int], object] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalWatch:
+        for signum in self._SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.finished and _WHOLE_PROCESS[0]:
+            # The process exits with the state's code next.  Ignored, not merely noted: the
+            # interpreter resets Python-level handlers to the default as it shuts down.
+            for ignored in self._SIGNALS:
+                signal.signal(ignored, signal.SIG_IGN)
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def arm(self, react: Callable[[int], object] | None) -> None:
+        """Send the signals to ``react`` (None: the run is over, only note them)."""
+        self._react = react
+        if react is None:
+            self.finished = True
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.finished:
+            self.late.append(signum)
+        elif self._react is None:
+            raise KeyboardInterrupt  # nothing runs yet: stop the command as the default handler would
+        else:
+            self.received.append(signum)
+            self._react(signum)
+
+
 def run_with_signals(
     state: AppState,
     coordinators: Sequence[AsyncParallelCoordinator],
     body: Callable[[list[int]], Awaitable[_T]],
+    watch: SignalWatch | None = None,
 ) -> tuple[_T, list[int]]:
     """Run ``body`` under anyio; SIGINT/SIGTERM interrupt the coordinators (a second one: no grace).
 
-    Returns what ``body`` returned and the signals received.  A library error
-    is raised as itself, never wrapped in an exception group.
+    Returns what ``body`` returned and the signals received while it ran.  A
+    library error is raised as itself, never wrapped in an exception group.
+    Given a ``watch`` (entered by the caller around the printing too), a signal
+    after ``body`` returned is only noted there.
     """
-    received: list[int] = []
     failure: list[MaestroError] = []
+    own = watch is None
+    signals = SignalWatch() if watch is None else watch
 
     async def guarded() -> _T | None:
         outcome: _T | None = None
-        async with anyio.create_task_group() as tg:
+        loop = asyncio.get_running_loop()
 
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        received.append(signum)
-                        name = signal.Signals(signum).name
-                        if len(received) == 1:
-                            state.progress(f"{name}: stopping every agent (again to kill them at once)")
-                        for coordinator in coordinators:
-                            coordinator.interrupt(f"interrupted by {name}", force=len(received) > 1)
+        def interrupt(signum: int, count: int) -> None:
+            name = signal.Signals(signum).name
+            if count == 1:
+                state.progress(f"{name}: stopping every agent (again to kill them at once)")
+            for coordinator in coordinators:
+                coordinator.interrupt(f"interrupted by {name}", force=count > 1)
 
-            tg.start_soon(watch_signals)
-            try:
-                outcome = await body(received)
-            except MaestroError as exc:
-                failure.append(exc)
-            finally:
-                tg.cancel_scope.cancel()
+        # A Python-level handler hands the signal to the loop; it is never removed mid-run,
+        # so no instant is left where a signal would raise KeyboardInterrupt instead.
+        signals.arm(lambda signum: loop.call_soon_threadsafe(interrupt, signum, len(signals.received)))
+        try:
+            outcome = await body(signals.received)
+        except MaestroError as exc:
+            failure.append(exc)
+        finally:
+            signals.arm(None)
         return outcome
 
-    result = anyio.run(guarded)
+    if own:
+        with signals:
+            result = anyio.run(guarded)
+    else:
+        result = anyio.run(guarded)
     if failure:
         raise failure[0]
-    return result, received  # type: ignore[return-value]
+    return result, signals.received  # type: ignore[return-value]
 
 
-def signal_exit(received: list[int]) -> int | None:
+def signal_exit(received: list[int], meta: GroupMetadata | None = None) -> int | None:
+    """The exit code a signal gives: None when none came, or (given the final state) when it came too late.
+
+    A signal that arrived after the final state was written left no mark in it
+    (its ``interrupted by SIG…`` error): the state's own exit code stands.
+    """
     if not received:
         return None
+    if meta is not None:
+        names = {signal.Signals(signum).name for signum in received}
+        if not any(f"interrupted by {name}" in error for error in meta.errors for name in names):
+            return None
     return ExitCode.SIGTERM if received[0] == signal.SIGTERM else ExitCode.SIGINT
 
 
@@ -494,7 +568,8 @@ def print_group(meta: GroupMetadata, *, stale: bool = False) -> None:
         status = str(result.get("status"))
         if result.get("closed"):
             status += ", closed"
-        line = f"  {result['task_id']:<{width}}  {status:<18} {result.get('subagent') or '-'}"
+        subagent = one_line(result.get("subagent") or "-", 60)  # tracker text: no escape sequence reaches the terminal
+        line = f"  {one_line(result['task_id'])[:64]:<{width}}  {status:<18} {subagent}"
         if result.get("error"):
             line += f"  {one_line(result['error'])[:160]}"
         click.echo(line)

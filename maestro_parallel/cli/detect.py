@@ -26,6 +26,7 @@ __all__ = ("detect",)
 @pass_state
 def detect(state: AppState, tasks_file: str | None, from_beads: bool, as_json: bool) -> int:
     """Show the parallel groups among the tasks that are not closed."""
+    state.config()  # a malformed config is refused here as by every other command, not ignored
     tracker, _ = tracker_for(state, tasks_file, from_beads)
     active = [r for r in load_records(tracker) if r.takes_part]
     for warning in marker_warnings([r.metadata for r in active]):

@@ -18,6 +18,7 @@ from ._common import (
     AppState,
     BadInputError,
     ExitCode,
+    SignalWatch,
     check_group_id,
     cli_error,
     command,
@@ -69,24 +70,26 @@ def execute(
             return _nothing_to_run(state, group_id, members, as_json)
         raise BadInputError(f"no task of group {group_id} to run in {source}")
 
-    with progress_view(state) as on_event:
-        coordinator = AsyncParallelCoordinator(state.repo_root, config=config, tracker=tracker, on_event=on_event)
+    # Held until the final state is printed: a signal after it was written cannot lose the output.
+    with SignalWatch() as watch:
+        with progress_view(state) as on_event:
+            coordinator = AsyncParallelCoordinator(state.repo_root, config=config, tracker=tracker, on_event=on_event)
 
-        async def body(received: list[int]) -> GroupMetadata:
-            async with coordinator:
-                return await coordinator.execute_parallel_group(
-                    runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
-                )
+            async def body(received: list[int]) -> GroupMetadata:
+                async with coordinator:
+                    return await coordinator.execute_parallel_group(
+                        runnable, group_id, restart=restart, halt_on_failure=halt_on_failure
+                    )
 
-        try:
-            meta, received = run_with_signals(state, [coordinator], body)
-        except MaestroError as exc:
-            raise cli_error(exc) from exc
-    if as_json:
-        emit_json(group_document(meta))
-    else:
-        print_group(meta)
-    return signal_exit(received) or exit_code_of(meta)
+            try:
+                meta, received = run_with_signals(state, [coordinator], body, watch)
+            except MaestroError as exc:
+                raise cli_error(exc) from exc
+        if as_json:
+            emit_json(group_document(meta))
+        else:
+            print_group(meta)
+    return signal_exit(received, meta) or exit_code_of(meta)
 
 
 def _nothing_to_run(state: AppState, group_id: str, members: list[TaskRecord], as_json: bool) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from ..markers import is_safe_task_id
 from ..models import TaskStatus
 from ..runtime.coordinator import wait_for_stored_group
 from ..state.readers import read_stored_groups
+from ..state.safefs import LineSplitter, UnsafePathError, iter_chunks, open_state_file, tail_start
 from ..state.store import GroupStore
 from ._common import (
     AppState,
@@ -134,40 +138,60 @@ def _log_names(store: GroupStore, task_ids: list[str], task_id: str | None) -> l
     return ["_refresh", *task_ids, "_tests"]
 
 
+#: Longest line ``logs`` holds in memory; a longer one is printed in pieces of this size.
+_MAX_LINE_BYTES = 64 * 1024
+#: How far back from a log's end ``logs --follow`` starts (from its first whole line there).
+_FOLLOW_BACK_BYTES = 16 * 1024
+
+
 class _LogCursor:
-    """Where reading of one log stopped; yields whole lines (a partial last line waits for its end)."""
+    """Where reading of one log stopped; yields whole lines (a partial last line waits for its end).
 
-    def __init__(self, path: Path) -> None:
+    The log is opened through safefs (a FIFO, a device, a symlink or a hard link in
+    its place is refused by name) and streamed a chunk at a time: memory stays
+    bounded whatever its size.  ``from_end`` starts near the end (``--follow``).
+    """
+
+    def __init__(self, path: Path, *, from_end: bool = False) -> None:
         self.path = path
-        self.offset = 0
-        self.partial = b""
+        self.offset: int | None = None if from_end else 0
+        self.splitter = LineSplitter(_MAX_LINE_BYTES)
 
-    def read(self, *, final: bool) -> list[str]:
+    def read(self, *, final: bool) -> Iterator[bytes]:
         try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
+            fd = open_state_file(self.path)
+        except UnsafePathError as exc:
+            raise FailedError(str(exc)) from exc
         except OSError:
-            return []
-        self.offset += len(data)
-        data = self.partial + data
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
-        if final and self.partial:
-            lines.append(self.partial)
-            self.partial = b""
-        return [line.decode("utf-8", "replace") for line in lines]
+            return  # not written yet (or gone): nothing to show
+        try:
+            if self.offset is None:
+                self.offset = tail_start(fd, _FOLLOW_BACK_BYTES)
+            end = os.fstat(fd).st_size
+            if end < self.offset:  # truncated or replaced: start over
+                self.offset = 0
+            for chunk in iter_chunks(fd, start=self.offset, end=end):
+                self.offset += len(chunk)
+                yield from self.splitter.feed(chunk)
+            if final:
+                yield from self.splitter.flush()
+        finally:
+            os.close(fd)
 
 
-def _emit_lines(name: str, lines: list[str], *, as_json: bool, header: bool) -> None:
-    if as_json:
-        for line in lines:
-            click.echo(json.dumps({"task_id": name, "line": line}, ensure_ascii=False))
-        return
-    if header and lines:
-        click.echo(f"==> {name} <==")
+def _emit_lines(name: str, lines: Iterator[bytes], *, as_json: bool, header: bool) -> None:
+    out = sys.stdout.buffer  # bytes as the log holds them; text and bytes never interleave
+    first = True
     for line in lines:
-        click.echo(line)
+        if as_json:
+            text = json.dumps({"task_id": name, "line": line.decode("utf-8", "replace")}, ensure_ascii=False)
+            out.write(text.encode() + b"\n")
+            continue
+        if header and first:
+            out.write(f"==> {name} <==\n".encode())
+        first = False
+        out.write(line + b"\n")
+    out.flush()
 
 
 @command()
@@ -188,7 +212,7 @@ def logs(state: AppState, group_id: str, task_id: str | None, follow: bool, as_j
         raise FailedError(seen.error or f"group {group_id} is unreadable")
     store = GroupStore(state.repo_root, group_id)
     names = _log_names(store, list(seen.metadata.tasks), task_id)
-    cursors = {name: _LogCursor(store.logs_dir / f"{name}.log") for name in names}
+    cursors = {name: _LogCursor(store.logs_dir / f"{name}.log", from_end=follow) for name in names}
     header = task_id is None
     if not follow:
         for name, cursor in cursors.items():

@@ -23,6 +23,7 @@ from ..budget import spent_vs_budget
 from ..graph import PlanGraph, PlanStep
 from ..runtime.scheduler import StepReport
 from ..state.logfiles import last_nonblank_line
+from ..textsafe import one_line
 
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
@@ -97,7 +98,8 @@ def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
         text = f"{task}: subagent {event.get('subagent')}" if verbose else None
     else:
         text = None
-    return f"[{at}] {text}" if text else None
+    # Agent output, tracker text and subagent names reach the terminal: never their escape sequences.
+    return f"[{at}] {one_line(text)}" if text else None
 
 
 def use_live_progress(stream: TextIO) -> bool:
@@ -304,7 +306,14 @@ class LiveProgress:
         for task_id, subagent, status, seconds, note in rows:
             if status == "in_progress":
                 note = _last_line(logs / f"{task_id}.log")
-            table.add_row(task_id, subagent, Text(status, style=_STATE_STYLES.get(status, "")), seconds, note)
+            # Text cells are never parsed as markup; one_line drops escape sequences and control characters.
+            table.add_row(
+                Text(one_line(task_id)),
+                Text(one_line(subagent, 80)),
+                Text(one_line(status), style=_STATE_STYLES.get(status, "")),
+                seconds,
+                Text(one_line(note, 400)),
+            )
         if hidden:
             table.add_row(f"… {hidden} more", "", "", "", "")
         shown = ("in_progress", "completed", "failed", "blocked", "pending")

@@ -14,6 +14,8 @@ from ..config import CONFIG_RELATIVE_PATH, config_template
 from ..errors import MaestroError
 from ..runtime.coordinator import AsyncParallelCoordinator
 from ..runtime.digest import SUMMARY_COMMAND_RELATIVE, SUMMARY_COMMAND_TEXT
+from ..runtime.ownership import coordinator_verdict, signal_if_ours
+from ..state.safefs import UnsafePathError, check_state_chain
 from ..state.store import GroupStore
 from ..trackers.local import LocalTracker
 from ._common import (
@@ -49,10 +51,11 @@ def cancel(state: AppState, group_id: str, wait: bool, timeout: float, as_json: 
         raise FailedError(f"group {group_id} is not running")
     if holder.host and holder.host != socket.gethostname():
         raise FailedError(f"group {group_id} is run by pid {holder.pid} on {holder.host}; cancel it there")
-    try:
-        os.kill(holder.pid, signal.SIGTERM)
-    except ProcessLookupError as exc:
-        raise FailedError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone") from exc
+    verdict = coordinator_verdict(holder.record, store.lock_path)
+    if not verdict:  # the lock is a file an agent can write: signal only a proven coordinator
+        raise FailedError(f"group {group_id}: not signalling pid {holder.pid}: {verdict.reason}")
+    if not signal_if_ours(verdict, signal.SIGTERM, group=False):
+        raise FailedError(f"group {group_id}: its coordinator (pid {holder.pid}) is gone")
     state.progress(f"sent SIGTERM to the coordinator of group {group_id} (pid {holder.pid})")
     stopped = not wait or _wait_until_released(store, timeout)
     seen = stored(state, group_id)
@@ -121,11 +124,22 @@ def init(state: AppState, force: bool, summary_command: bool, as_json: bool) -> 
     targets = ([(path, config_template(), 0o700)] if write_config else []) + (
         [(summary, SUMMARY_COMMAND_TEXT, 0o755)] if summary_command else []
     )
-    for target, text, mode in targets:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=mode)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+    try:
+        check_state_chain(state.repo_root)  # a symlinked .flow would put the config elsewhere
+        for target, text, mode in targets:
+            if target.is_dir() and not target.is_symlink():
+                raise FailedError(f"cannot write {target}: it is a folder")
+            target.parent.mkdir(parents=True, exist_ok=True, mode=mode)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except UnsafePathError as exc:
+        raise FailedError(str(exc)) from exc
+    except OSError as exc:  # a read-only .flow, a file in place of a folder, a full disk
+        raise FailedError(f"cannot write {target}: {exc.strerror or exc}") from exc
     if as_json:
         document: dict[str, object] = {"path": str(path), "written": write_config}
         if summary_command:

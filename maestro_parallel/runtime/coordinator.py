@@ -29,6 +29,7 @@ from ..errors import GroupNotFoundError, StateError, TrackerError, ValidationErr
 from ..markers import detect_groups, is_safe_task_id, is_valid_group_id
 from ..models import GroupMetadata, TaskMetadata, TaskStatus
 from ..state.readers import StoredGroup, read_stored_group, read_stored_groups
+from ..state.safefs import UnsafePathError
 from ..state.store import GroupStore
 from ..tasks import TaskRecord, coerce_task
 from ..trackers.base import Tracker
@@ -207,7 +208,7 @@ class AsyncParallelCoordinator:
         store = GroupStore(self.repo_root, group_id)
         await store.prepare_lock_dir()
         async with store.lock():
-            previous, notes = await _load_previous(store)
+            previous, notes = await _load_previous(store, restart)
             if previous is not None and restart:
                 await store.set_aside()
                 previous = None
@@ -363,10 +364,19 @@ def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | 
     return leaves[0] if leaves else None
 
 
-async def _load_previous(store: GroupStore) -> tuple[GroupMetadata | None, list[str]]:
-    """The stored state, or None; unreadable state is set aside (with a note) rather than fatal."""
+async def _load_previous(store: GroupStore, restart: bool) -> tuple[GroupMetadata | None, list[str]]:
+    """The stored state, or None; unreadable state is set aside (with a note) rather than fatal.
+
+    A state file that is no regular file (a folder, a FIFO, a symlink) is refused,
+    naming it, unless ``restart`` asks for whatever is there to be set aside.
+    """
     try:
         return await store.load(), []
+    except UnsafePathError:
+        if not restart:
+            raise
+        target = await store.set_aside()
+        return None, [f"stored state was not a regular file and was moved to {target}"]
     except StateError as exc:
         target = await store.set_aside()
         return None, [f"stored state was unreadable and was moved to {target}: {exc}"]

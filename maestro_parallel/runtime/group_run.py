@@ -185,6 +185,9 @@ class GroupRun:
         return recovered
 
     async def _phases(self) -> None:
+        # The group timeout bounds everything after the lock is taken: refresh, agents, tests.
+        timeout = self.config.agent.group_timeout_seconds
+        self.group_deadline = anyio.current_time() + timeout if timeout > 0 else None
         events, _ = await self.store.read_events()
         await recover_orphans(self.sink, events, repo_root=self.repo_root, grace=self.grace)
         await self.emit(
@@ -207,6 +210,8 @@ class GroupRun:
             await self._execute(plans)
         await self.sink.phase(GroupPhase.POST_EXECUTION)
         await self._post_execution()
+        if self.group_deadline is not None and anyio.current_time() >= self.group_deadline:
+            await self.emit("group_error", message=f"group timed out after {timeout:g}s")
 
     # -------------------------------------------------------------- phase 1
 
@@ -219,6 +224,7 @@ class GroupRun:
                 self.store.log_path("_refresh"),
                 self.group_id,
                 tasks=[r.metadata for r in self.records],
+                deadline=self.group_deadline,
             )
             await self.emit(
                 "refresh_finished", ok=ok, error=warning, log_path=self.store.relative(self.store.log_path("_refresh"))
@@ -379,8 +385,6 @@ class GroupRun:
         self.to_launch = len(launch)
         agent = self.config.agent
         limiter = anyio.CapacityLimiter(agent.max_parallel if agent.max_parallel > 0 else len(launch))
-        group_timeout = agent.group_timeout_seconds
-        self.group_deadline = anyio.current_time() + group_timeout if group_timeout > 0 else None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._poll)
             with anyio.CancelScope(deadline=self.group_deadline or math.inf):
@@ -390,8 +394,6 @@ class GroupRun:
                         launches.start_soon(self._run_task, plan, limiter, launches)
                         await anyio.lowlevel.checkpoint()  # let early launches run while the rest are queued
             tg.cancel_scope.cancel()
-        if self.group_deadline is not None and anyio.current_time() >= self.group_deadline:
-            await self.emit("group_error", message=f"group timed out after {group_timeout:g}s")
 
     async def _note_launched(self, task_id: str) -> None:
         """Count a task as launched; the last launch moves the group into coordination."""
@@ -505,7 +507,12 @@ class GroupRun:
         if not to_close:
             return
         outcome = await run_tests(
-            self.config, self.repo_root, self.store.log_path("_tests"), self.store.tests_lock_path, self.group_id
+            self.config,
+            self.repo_root,
+            self.store.log_path("_tests"),
+            self.store.tests_lock_path,
+            self.group_id,
+            deadline=self.group_deadline,
         )
         if outcome.warning:
             await self.emit("warning", task_id=None, message=outcome.warning)

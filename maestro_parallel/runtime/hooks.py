@@ -8,6 +8,7 @@ The test suite runs under the repository's ``tests.lock``, so groups never test 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from ..config import Config
 from ..errors import StateError
 from ..models import TaskMetadata
 from ..state.locks import TestsLock
-from ..state.logfiles import last_line, read_head
+from ..state.logfiles import last_line, read_head, write_log
 from .digest import format_digest, gather_digest, refresh_output_problem, summary_command_defined, uses_builtin_digest
 from .process import run_command
 from .stopping import describe_returncode
@@ -99,9 +100,20 @@ class TestsOutcome:
     warning: str | None = None
 
 
-def command_env(repo_root: Path) -> dict[str, str]:
-    """The environment of a refresh, test or skill command: an agent's, with only ``MAESTRO_REPO_ROOT``."""
-    return agent_environment(os.environ, {}, {"MAESTRO_REPO_ROOT": str(repo_root)})
+#: Why a refresh or a test suite was stopped at the group's deadline.
+GROUP_TIMED_OUT = "stopped: the group timed out"
+
+
+def command_env(repo_root: Path, group_id: str | None = None) -> dict[str, str]:
+    """The environment of a refresh, test or skill command: an agent's, with ``MAESTRO_REPO_ROOT``.
+
+    Run for a group it also carries ``MAESTRO_GROUP_ID``, so that one orphaned by a
+    killed coordinator is found and stopped by the group's recovery sweep.
+    """
+    variables = {"MAESTRO_REPO_ROOT": str(repo_root)}
+    if group_id is not None:
+        variables["MAESTRO_GROUP_ID"] = group_id
+    return agent_environment(os.environ, {}, variables)
 
 
 async def _run(
@@ -124,8 +136,13 @@ async def _run(
 
 
 async def run_refresh(
-    config: Config, repo_root: Path, log_path: Path, group_id: str | None = None, *,
+    config: Config,
+    repo_root: Path,
+    log_path: Path,
+    group_id: str | None = None,
+    *,
     tasks: Sequence[TaskMetadata] = (),
+    deadline: float | None = None,
 ) -> tuple[bool, str | None, str]:
     """Run the refresh; return (ok, warning, output for the prompts).
 
@@ -136,17 +153,24 @@ async def run_refresh(
     Run for a group, it sees ``MAESTRO_GROUP_ID`` as the agents do, so that a
     refresh orphaned by a killed coordinator is found and stopped by the
     group's recovery sweep (processes carrying the group's ``MAESTRO_*`` values).
+    ``deadline`` (anyio's clock) is the group's: past it the refresh is stopped.
     """
+    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+        return await _refresh(config, repo_root, log_path, group_id, tasks)
+    return False, f"context refresh failed: {GROUP_TIMED_OUT}", ""  # the deadline passed
+
+
+async def _refresh(
+    config: Config, repo_root: Path, log_path: Path, group_id: str | None, tasks: Sequence[TaskMetadata]
+) -> tuple[bool, str | None, str]:
     command = list(config.refresh.command)
     defined = summary_command_defined(repo_root, Path(os.environ["HOME"]) if os.environ.get("HOME") else None)
     if uses_builtin_digest(command, config.agent.preset, summary_defined=defined):
         text = format_digest(await gather_digest(repo_root, group_id=group_id, tasks=tasks))
-        await anyio.Path(log_path).write_text(text, encoding="utf-8")
+        await write_log(log_path, text.encode("utf-8"))
         head = text.encode("utf-8")[: config.refresh.max_bytes].decode("utf-8", "ignore")
         return True, None, head
-    env = command_env(repo_root)
-    if group_id is not None:
-        env["MAESTRO_GROUP_ID"] = group_id
+    env = command_env(repo_root, group_id)
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         return False, f"context refresh failed: executable not found: {command[0]} ([refresh].command)", ""
@@ -163,12 +187,27 @@ async def run_refresh(
 
 
 async def run_tests(
-    config: Config, repo_root: Path, log_path: Path, lock_path: Path, group_id: str | None = None
+    config: Config,
+    repo_root: Path,
+    log_path: Path,
+    lock_path: Path,
+    group_id: str | None = None,
+    *,
+    deadline: float | None = None,
 ) -> TestsOutcome:
     """Run the configured or detected test suite under the repository's tests lock.
 
     The suite sees ``MAESTRO_GROUP_ID`` (when run for a group) and ``MAESTRO_REPO_ROOT``.
+    ``deadline`` (anyio's clock) is the group's: it bounds the wait for the lock and the suite.
     """
+    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+        return await _tests(config, repo_root, log_path, lock_path, group_id)
+    return TestsOutcome("failed", error=GROUP_TIMED_OUT)  # the deadline passed (waiting for the lock, or running)
+
+
+async def _tests(
+    config: Config, repo_root: Path, log_path: Path, lock_path: Path, group_id: str | None
+) -> TestsOutcome:
     if not config.tests.enabled:
         return TestsOutcome("skipped", warning=None)
     command = list(config.tests.command) if config.tests.command else None
@@ -178,15 +217,13 @@ async def run_tests(
         if found is None:
             return TestsOutcome("skipped")
         command = list(found)
-    env = command_env(repo_root)
+    env = command_env(repo_root, group_id)
     executable = resolve_executable(command[0], repo_root=repo_root, path=env.get("PATH"))
     if executable is None:
         if detected:
             warning = f"test runner {command[0]!r} is not installed; tests skipped"
             return TestsOutcome("skipped", command=command, warning=warning)
         return TestsOutcome("failed", command=command, error=f"executable not found: {command[0]} ([tests].command)")
-    if group_id is not None:
-        env["MAESTRO_GROUP_ID"] = group_id
     try:
         async with TestsLock(lock_path):
             code, error = await _run(

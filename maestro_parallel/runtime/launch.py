@@ -88,6 +88,7 @@ class LaunchPreparer:
         self._skill_cache: dict[str, str | None] = {}
         self._executables: dict[tuple[str, str], str | None] = {}
         self.agent_files: dict[str, AgentFile] = {}  # .claude/agents, read in phase 1
+        self._skill_folders: list[Path] | None = None  # looked up once per group (Path.home() is not free)
 
     def plan(self, record: TaskRecord, available: frozenset[str] | None) -> LaunchPlan:
         """The subagent, settings and executable of one task."""
@@ -206,7 +207,9 @@ class LaunchPreparer:
         return None
 
     async def _load_skills(self, record: TaskRecord) -> tuple[list[tuple[str, str]], list[str]]:
-        folders = [self.repo_root / ".claude" / "skills", Path.home() / ".claude" / "skills"]
+        if self._skill_folders is None:
+            self._skill_folders = [self.repo_root / ".claude" / "skills", Path.home() / ".claude" / "skills"]
+        folders = self._skill_folders
         applied: list[tuple[str, str]] = []
         missing: list[str] = []
         for name in record.metadata.applicable_skills:
@@ -225,7 +228,7 @@ class LaunchPreparer:
             argv = render_argv(
                 command, {"skill": name, "task_id": task_id, "repo_root": str(self.repo_root)}, key="[skills].command"
             )
-            env = command_env(self.repo_root)
+            env = command_env(self.repo_root, self.group_id)
             executable = resolve_executable(argv[0], repo_root=self.repo_root, path=env.get("PATH"))
             if executable is None:
                 return None

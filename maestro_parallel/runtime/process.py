@@ -27,8 +27,9 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
+from ..state.safefs import OpenMode, UnsafePathError, open_state_file
 from .procfs import boot_ticks, process_start_time
-from .stopping import stop_process_group
+from .stopping import group_alive, stop_process_group
 
 __all__ = ("AgentProcess", "CappedLogSink", "CommandResult", "run_command")
 
@@ -117,9 +118,15 @@ class CommandResult:
 
 
 def _open_log(path: Path, *, append: bool) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    flags |= os.O_APPEND if append else os.O_TRUNC
-    return os.open(path, flags, 0o600)
+    """Open a command's log through :mod:`~..state.safefs`: no symlinked folder or file, no FIFO, no hard link.
+
+    An unsafe log is an ``OSError`` (ELOOP) here, like any other log that cannot be opened.
+    """
+    try:
+        fd = open_state_file(path, OpenMode.APPEND if append else OpenMode.CREATE)
+    except UnsafePathError as exc:
+        raise OSError(errno.ELOOP, str(exc)) from exc
+    return fd
 
 
 def _write_fully(fd: int, data: bytes) -> None:
@@ -256,6 +263,7 @@ class AgentProcess:
         #: Set by :meth:`request_stop`: the process gets its grace period, then is stopped.
         self.stop_requested = False
         self._wait_scope: anyio.CancelScope | None = None
+        self._closed = False
 
     def request_stop(self) -> None:
         """Ask :func:`run_command` to give the process its grace period, then stop it.
@@ -292,7 +300,7 @@ class AgentProcess:
             fd = await _open_log_async(log_path, append=append_log)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name} through a symlink") from exc
+                raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name}: {exc.strerror}") from exc
             raise
         try:
             sink = CappedLogSink(max_log_bytes) if max_log_bytes > 0 else None
@@ -364,10 +372,14 @@ class AgentProcess:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop the whole process group: SIGTERM, grace, SIGKILL (shielded, bounded)."""
+        if not group_alive(self.pgid):
+            return  # the usual end: nothing left to stop, and no cancel scope entered for it
         await stop_process_group(self.pgid, self.grace if grace is None else grace, wait_leader=self._process.wait)
 
     async def aclose(self, grace: float | None = None) -> None:
-        """Stop what is left of the group and finish the log; safe to call twice."""
+        """Stop what is left of the group and finish the log; safe to call twice (the second returns at once)."""
+        if self._closed:
+            return
         with anyio.CancelScope(shield=True):
             await self.stop(grace)
             if isinstance(self._process, _PopenChild):
@@ -389,6 +401,7 @@ class AgentProcess:
                 finally:
                     os.close(self._log_fd)
                     self._log_fd = -1
+            self._closed = True
 
     async def __aenter__(self) -> AgentProcess:
         return self

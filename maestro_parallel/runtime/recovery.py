@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..models import TaskStatus
-from .procfs import same_start
+from .ownership import agent_verdict
+from .procfs import read_stat
 from .sink import EventSink
-from .stopping import group_alive, stop_process_group, stop_processes_by_environment
+from .stopping import stop_process_group, stop_processes_by_environment
 
 __all__ = ("open_task_starts", "recover_orphans", "stop_strays")
 
@@ -39,18 +40,23 @@ async def recover_orphans(
 ) -> list[str]:
     """Stop what a dead coordinator left running and record those tasks as interrupted.
 
-    A process group is stopped (TERM, grace, KILL) only when its leader's
-    start time still matches the journal, so a reused pid is never signalled.
+    The journal is a file an agent can write, so a process group is stopped
+    (TERM, grace, KILL) only once :func:`~.ownership.agent_verdict` proves its
+    leader an agent of this group (its environment, process group and start
+    time); a live process that is not is left alone, with a warning naming it.
     Returns the ids of the tasks so recorded.
     """
     open_starts = open_task_starts(events)
     for task_id, started in open_starts.items():
-        pgid, start_time = started.get("pgid"), started.get("start_time")
+        pid, pgid, start_time = started.get("pid"), started.get("pgid"), started.get("start_time")
         note = "its coordinator died"
-        recorded = start_time if isinstance(start_time, int) else None
-        if isinstance(pgid, int) and pgid > 1 and group_alive(pgid) and same_start(recorded, pgid):
-            await stop_process_group(pgid, grace)
-            note = f"its coordinator died; process group {pgid} was stopped"
+        verdict = agent_verdict(pid, pgid, start_time, repo_root=repo_root, group_id=sink.group_id)
+        if verdict and verdict.pgid is not None:
+            await stop_process_group(verdict.pgid, grace)
+            note = f"its coordinator died; process group {verdict.pgid} was stopped"
+        elif isinstance(pid, int) and pid > 0 and read_stat(pid) is not None:
+            note = f"its coordinator died; not stopping pid {pid}: {verdict.reason}"
+            await sink.emit("warning", task_id=task_id, message=f"task {task_id}: {note}")
         await sink.emit(
             "task_finished",
             task_id=task_id,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiofiles
@@ -18,19 +17,10 @@ import aiofiles.os
 
 from ..errors import StateError
 from ..runtime.procfs import process_start_time
+from .safefs import OpenMode, UnsafePathError, open_state_file, open_state_folder, read_tail
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-
-
-def nofollow_opener(flags: int) -> Callable[[str, int], int]:
-    def opener(path: str, mode_flags: int) -> int:
-        return os.open(path, mode_flags | flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-
-    return opener
-
-
-OPEN_NOFOLLOW = nofollow_opener(0)
 
 
 def ensure_dir(path: Path) -> None:
@@ -48,10 +38,28 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part.
 
     ``fsync`` makes it durable across a machine crash too (the snapshot); a prompt, rewritten
-    by the next run anyway, needs only the rename's atomicity.
+    by the next run anyway, needs only the rename's atomicity.  The temp file and the rename
+    are relative to the folder opened through safefs: a folder swapped for a symlink meanwhile
+    (an agent can write ``prompts/``) redirects nothing.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    dir_fd = _open_folder(path.parent)
+    try:
+        _write_atomic_at(dir_fd, path.name, data, fsync=fsync)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_folder(folder: Path) -> int:
+    try:
+        return open_state_folder(folder)
+    except UnsafePathError as exc:
+        raise OSError(errno.ELOOP, str(exc), str(folder)) from exc
+
+
+def _write_atomic_at(dir_fd: int, name: str, data: bytes, *, fsync: bool) -> None:
+    """:func:`write_atomic` in the folder open as ``dir_fd``."""
+    tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
         try:
             view = memoryview(data)
@@ -61,10 +69,10 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         raise
@@ -95,38 +103,72 @@ def remove_stale_temp_files(folders: tuple[Path, ...]) -> None:
 
 
 def read_nofollow(path: Path) -> bytes | None:
-    """The bytes of ``path``, or None when it does not exist; a symlink is an error."""
+    """The bytes of the state file ``path``, or None when it does not exist.
+
+    Opened through :func:`~.safefs.open_state_file`: a symlink anywhere below the
+    repository root, a folder, a FIFO or a device in its place is a
+    :class:`~.safefs.UnsafePathError` naming the path, never a hang or a read of
+    something else.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_state_file(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StateError(f"refusing to read {path}: it is a symlink") from exc
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+    try:
+        return read_tail(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def last_byte_is_not_newline(path: Path) -> bool:
     try:
-        with open(path, "rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) != b"\n"
-    except OSError:  # empty or missing: nothing to repair
+        fd = open_state_file(path)
+    except (OSError, StateError):  # missing: nothing to repair; unsafe: the append refuses it
         return False
+    try:
+        size = os.fstat(fd).st_size
+        return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+    finally:
+        os.close(fd)
+
+
+def open_journal(path: str, flags: int) -> int:
+    """The journal's opener (``aiofiles.open(..., opener=open_journal)``): appending, through safefs.
+
+    An unsafe journal (a folder, a symlink) is an ``OSError`` naming it, like a full disk.
+    """
+    try:
+        return open_state_file(path, OpenMode.APPEND)
+    except UnsafePathError as exc:
+        raise OSError(errno.EINVAL, str(exc), path) from exc
 
 
 ends_torn = aiofiles.os.wrap(last_byte_is_not_newline)
 def write_many(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
+    """Write many files atomically (prompts); each folder is walked once for the batch."""
     errors: list[OSError | None] = []
-    for path, data in items:
-        try:
-            write_atomic(path, data, fsync=False)
-        except OSError as exc:
-            errors.append(exc)
-        else:
-            errors.append(None)
+    folders: dict[Path, int | OSError] = {}
+    try:
+        for path, data in items:
+            folder = folders.get(path.parent)
+            if folder is None:
+                try:
+                    folder = folders[path.parent] = _open_folder(path.parent)
+                except OSError as exc:
+                    folder = folders[path.parent] = exc
+            if isinstance(folder, OSError):
+                errors.append(folder)
+                continue
+            try:
+                _write_atomic_at(folder, path.name, data, fsync=False)
+            except OSError as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+    finally:
+        for folder in folders.values():
+            if isinstance(folder, int):
+                os.close(folder)
     return errors
 
 

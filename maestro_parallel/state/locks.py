@@ -13,7 +13,8 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiofiles
@@ -39,6 +40,8 @@ class LockHolder:
     pid: int | None
     host: str | None = None
     acquired_at: str | None = None
+    #: The record as written (for the proof that the pid is the coordinator: its start time).
+    record: Mapping[str, object] = field(default_factory=dict)
 
 
 def _read_holder(fd: int) -> LockHolder:
@@ -52,6 +55,7 @@ def _read_holder(fd: int) -> LockHolder:
         pid=pid if isinstance(pid, int) else None,
         host=data.get("host") if isinstance(data, dict) else None,
         acquired_at=data.get("acquired_at") if isinstance(data, dict) else None,
+        record=data if isinstance(data, dict) else {},
     )
 
 

@@ -1,20 +1,26 @@
 """Reading the logs the coordinator writes: their start, their end, and every line of an attempt.
 
-Small async helpers over aiofiles, so that judging a run never blocks the event loop and never
-holds a whole log in memory.
+Every log is opened through :func:`~.safefs.open_state_file`: an agent can swap
+its log for a FIFO, a symlink (to ``/dev/zero``, to a file outside the
+repository) or a hard link, or swap ``logs/`` itself; such a log reads as empty
+and is never written.  The blocking work runs in a worker thread, so judging a
+run never blocks the event loop, and reads are bounded, so it never holds a
+whole log in memory.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-import aiofiles
-import aiofiles.os
-import anyio
 import anyio.to_thread
 
 from ..agents import ResultScanner
+from ..errors import StateError
+from . import safefs
+from .safefs import OpenMode, open_state_file
 
 __all__ = (
     "append_bytes",
@@ -31,25 +37,38 @@ __all__ = (
 _TAIL_BYTES = 8 * 1024 * 1024
 _SCAN_CHUNK = 1024 * 1024
 
+_T = TypeVar("_T")
+
+
+def _with_log(path: Path, mode: OpenMode, use: Callable[[int], _T], default: _T) -> _T:
+    """``use`` the log open as a descriptor; ``default`` when it is missing, unsafe or unreadable."""
+    try:
+        fd = open_state_file(path, mode)
+    except (OSError, StateError):
+        return default
+    try:
+        return use(fd)
+    except OSError:
+        return default
+    finally:
+        os.close(fd)
+
+
+def _head(fd: int, limit: int) -> bytes:
+    pieces: list[bytes] = []
+    for piece in safefs.iter_chunks(fd, end=min(os.fstat(fd).st_size, limit)):
+        pieces.append(piece)
+    return b"".join(pieces)[:limit]
+
 
 async def read_head(path: Path, limit: int) -> str:
-    try:
-        async with aiofiles.open(path, "rb") as handle:
-            data = await handle.read(limit)
-    except OSError:
-        return ""
+    data = await anyio.to_thread.run_sync(_with_log, path, OpenMode.READ, lambda fd: _head(fd, limit), b"")
     return data.decode("utf-8", "replace")
 
 
 async def last_line(path: Path) -> str:
-    try:
-        async with aiofiles.open(path, "rb") as handle:
-            size = (await aiofiles.os.stat(path)).st_size
-            await handle.seek(max(0, size - 65536))
-            data = await handle.read()
-    except OSError:
-        return ""
-    return last_nonblank_line(data)[:500]
+    tail = await anyio.to_thread.run_sync(_with_log, path, OpenMode.READ, lambda fd: safefs.read_tail(fd, 65536), b"")
+    return last_nonblank_line(tail)[:500]
 
 
 def last_nonblank_line(data: bytes) -> str:
@@ -61,26 +80,47 @@ def last_nonblank_line(data: bytes) -> str:
 
 
 async def file_size(path: Path) -> int:
-    try:
-        return (await aiofiles.os.stat(path)).st_size
-    except OSError:
-        return 0
+    return await anyio.to_thread.run_sync(_with_log, path, OpenMode.READ, lambda fd: os.fstat(fd).st_size, 0)
+
+
+def _append(fd: int, data: bytes) -> bool:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return True
 
 
 async def append_bytes(path: Path, data: bytes) -> None:
-    async with aiofiles.open(path, "ab") as handle:
-        await handle.write(data)
+    """Append ``data`` to the log; a log that is not safe to write (see the module) is left alone."""
+    await anyio.to_thread.run_sync(_with_log, path, OpenMode.APPEND, lambda fd: _append(fd, data), False)
+
+
+def _tail_after(fd: int, offset: int, size: int) -> bytes:
+    end = os.fstat(fd).st_size
+    start = max(offset, end - size)
+    return b"".join(safefs.iter_chunks(fd, start=start, end=end))
 
 
 async def read_tail(path: Path, offset: int, size: int = 65536) -> bytes:
     """The last ``size`` bytes of a log after ``offset``."""
-    try:
-        async with aiofiles.open(path, "rb") as handle:
-            end = (await aiofiles.os.stat(path)).st_size
-            await handle.seek(max(offset, end - size))
-            return await handle.read()
-    except OSError:
-        return b""
+    return await anyio.to_thread.run_sync(
+        _with_log, path, OpenMode.READ, lambda fd: _tail_after(fd, offset, size), b""
+    )
+
+
+def _scan(fd: int, offset: int, scanner: ResultScanner) -> bytes:
+    size = os.fstat(fd).st_size
+    start = offset
+    if scanner.result_format != "codex-jsonl" and size - offset > _TAIL_BYTES:
+        start = size - _TAIL_BYTES
+        first = os.pread(fd, _SCAN_CHUNK, start)
+        newline = first.find(b"\n")
+        start += newline + 1 if newline >= 0 else len(first)  # resume at a line boundary
+    tail = b""
+    for chunk in safefs.iter_chunks(fd, start=start, chunk=_SCAN_CHUNK, end=size):
+        scanner.feed(chunk)
+        tail = (tail + chunk)[-65536:]
+    return tail
 
 
 async def scan_log(path: Path, offset: int, scanner: ResultScanner) -> bytes:
@@ -88,43 +128,27 @@ async def scan_log(path: Path, offset: int, scanner: ResultScanner) -> bytes:
 
     Only Codex's format needs every line; the others are judged from the end.
     """
-    try:
-        async with aiofiles.open(path, "rb") as handle:
-            size = (await aiofiles.os.stat(path)).st_size
-            start = offset
-            if scanner.result_format != "codex-jsonl" and size - offset > _TAIL_BYTES:
-                start = size - _TAIL_BYTES
-                await handle.seek(start)
-                await handle.readline()  # resume at a line boundary
-            else:
-                await handle.seek(start)
-            tail = b""
-            while True:
-                chunk = await handle.read(_SCAN_CHUNK)
-                if not chunk:
-                    break
-                scanner.feed(chunk)
-                tail = (tail + chunk)[-65536:]
-            return tail
-    except OSError:
-        return b""
+    return await anyio.to_thread.run_sync(_with_log, path, OpenMode.READ, lambda fd: _scan(fd, offset, scanner), b"")
+
+
+def _same_from(fd: int, offset: int, data: bytes) -> bool:
+    return os.fstat(fd).st_size - offset == len(data) and os.pread(fd, len(data), offset) == data
+
+
+def _truncate_and_append(fd: int, offset: int, data: bytes) -> bool:
+    os.ftruncate(fd, offset)  # the descriptor appends: what follows lands at the new end
+    return _append(fd, data)
 
 
 def _replace_from(path: Path, offset: int, data: bytes) -> bool:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        size = os.fstat(fd).st_size
-        if size - offset == len(data) and os.pread(fd, len(data), offset) == data:
-            return False
-        os.ftruncate(fd, offset)
-        view = memoryview(data)
-        position = offset
-        while view:
-            written = os.pwrite(fd, view, position)
-            view, position = view[written:], position + written
-        return True
-    finally:
-        os.close(fd)
+    if _with_log(path, OpenMode.READ, lambda fd: _same_from(fd, offset, data), False):
+        return False
+    return _with_log(path, OpenMode.APPEND, lambda fd: _truncate_and_append(fd, offset, data), False)
+
+
+async def write_log(path: Path, data: bytes) -> None:
+    """Make the log exactly ``data`` (a log that is not safe to write is left alone, as for appends)."""
+    await anyio.to_thread.run_sync(_replace_from, path, 0, data)
 
 
 async def replace_from(path: Path, offset: int, data: bytes) -> bool:

@@ -68,7 +68,9 @@ async def read_stored_group(repo_root: str | os.PathLike[str], group_id: str) ->
     except (StateError, OSError) as exc:
         return StoredGroup(group_id, None, str(exc), holder)
     if meta is None:
-        return StoredGroup(group_id, None, f"group {group_id} has no metadata.json or events.jsonl", holder)
+        # Neither file holds anything yet: a run cancelled in its first instant, or one just
+        # set aside by --restart.  Nothing is stored; a live holder is starting it.
+        return None
     return StoredGroup(group_id, meta, None, holder)
 
 

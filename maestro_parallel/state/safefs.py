@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,8 @@ __all__ = (
     "iter_chunks",
     "last_line",
     "open_below",
+    "open_state_folder",
+    "open_state_file",
     "read_limited",
     "read_tail",
     "tail_start",
@@ -197,18 +200,22 @@ def open_below(
             next_fd = _open_dir_at(dir_fd, name, where, create=make_dirs)
             os.close(dir_fd)
             dir_fd = next_fd
-        where = where / parts[-1]
-        flags = _FLAGS[OpenMode(mode)] | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(parts[-1], flags, _FILE_MODE, dir_fd=dir_fd)
-        except OSError as exc:
-            # ELOOP: a symlink; ENXIO: a FIFO opened for writing with no reader; EISDIR: a folder.
-            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
-                kind = _lkind(dir_fd, parts[-1]) or "not a regular file"
-                raise UnsafePathError(f"refusing to open {where}: it is {kind}", path=where) from exc
-            raise
+        return _open_file_at(dir_fd, parts[-1], where / parts[-1], OpenMode(mode), allow_hard_links)
     finally:
         os.close(dir_fd)
+
+
+def _open_file_at(dir_fd: int, name: str, where: Path, mode: OpenMode, allow_hard_links: bool) -> int:
+    """The last step of :func:`open_below`: ``name`` in the folder ``dir_fd``, a regular file or refused."""
+    flags = _FLAGS[mode] | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, _FILE_MODE, dir_fd=dir_fd)
+    except OSError as exc:
+        # ELOOP: a symlink; ENXIO: a FIFO opened for writing with no reader; EISDIR: a folder.
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+            kind = _lkind(dir_fd, name) or "not a regular file"
+            raise UnsafePathError(f"refusing to open {where}: it is {kind}", path=where) from exc
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -224,6 +231,95 @@ def open_below(
         os.close(fd)
         raise
     return fd
+
+
+def state_root_of(path: str | os.PathLike[str]) -> Path:
+    """The repository root of a path under ``.flow`` (the folder holding its last ``.flow``); else its folder.
+
+    Callers that hold only a log's or a state file's absolute path walk from
+    here, so no folder of the state on the way is followed through a symlink;
+    a file elsewhere is still opened without following its last component.
+    """
+    candidate = Path(os.fspath(path))
+    parts = candidate.parts
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] == ".flow":
+            return Path(*parts[:index]) if index else Path(parts[0])
+    return candidate.parent
+
+
+#: Folders walked already: path -> (descriptor, where the kernel says it is).  See open_state_file.
+_FOLDERS: dict[str, tuple[int, str]] = {}
+_FOLDERS_MAX = 64
+_FOLDERS_LOCK = threading.Lock()
+
+
+def _still_there(fd: int, real: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == real
+    except OSError:
+        return False
+
+
+def open_state_file(path: str | os.PathLike[str], mode: OpenMode = OpenMode.READ) -> int:
+    """:func:`open_below` from :func:`state_root_of` ``path``: the one way a state file or log is opened.
+
+    The folder is walked (no component followed) the first time; its descriptor
+    is kept, and later opens in it are one ``openat`` once ``/proc/self/fd``
+    shows the folder still where the walk found it.  A folder moved or deleted
+    (which replacing it by a symlink takes) is never used through the kept
+    descriptor: the walk runs again, and refuses the symlink.  A thousand
+    tasks open their logs a few times each: the walk was most of that cost.
+    """
+    target = Path(os.fspath(path))
+    folder = str(target.parent)
+    with _FOLDERS_LOCK:
+        kept = _FOLDERS.get(folder)
+        if kept is not None and _still_there(*kept):
+            return _open_file_at(kept[0], target.name, target, OpenMode(mode), False)
+        fd = open_below(state_root_of(target), target, mode)
+        if kept is not None:
+            del _FOLDERS[folder]
+            os.close(kept[0])
+        try:
+            dir_fd = open_state_folder(target.parent)
+        except (OSError, StateError):
+            return fd  # the file is open and checked; the folder is just not kept
+        try:
+            real = os.readlink(f"/proc/self/fd/{dir_fd}")
+        except OSError:  # no /proc: nothing to check a kept folder by, so none is kept
+            os.close(dir_fd)
+            return fd
+        if len(_FOLDERS) >= _FOLDERS_MAX:
+            oldest = next(iter(_FOLDERS))
+            os.close(_FOLDERS.pop(oldest)[0])
+        _FOLDERS[folder] = (dir_fd, real)
+        return fd
+
+
+def open_state_folder(path: str | os.PathLike[str]) -> int:
+    """A descriptor of the folder ``path`` (under :func:`state_root_of` it), no component followed.
+
+    For writes that create files by name (an atomic replace: a temp file, then a
+    rename): made relative to this descriptor, they land in the folder that was
+    checked, even if an agent swaps it for a symlink meanwhile.
+
+    :raises UnsafePathError: a component is a symlink or not a folder.
+    """
+    folder = Path(os.fspath(path))
+    root = state_root_of(folder / "x")
+    dir_fd = _open_root(root)
+    where = root
+    try:
+        for name in _parts(root, folder / "x")[:-1]:
+            where = where / name
+            next_fd = _open_dir_at(dir_fd, name, where, create=False)
+            os.close(dir_fd)
+            dir_fd = next_fd
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
 
 
 def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = None) -> None:

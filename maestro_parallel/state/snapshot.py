@@ -8,18 +8,48 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..errors import StateError
-from ..models import GroupMetadata
+from ..models import GroupMetadata, TaskStatus
 
 if TYPE_CHECKING:
     from .store import GroupStore
 
-__all__ = ("SnapshotWriter", "parse_snapshot")
+__all__ = ("SnapshotWriter", "parse_snapshot", "snapshot_is_ahead")
+
+_FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+def snapshot_is_ahead(snapshot: GroupMetadata, events: Sequence[Mapping[str, Any]]) -> bool:
+    """True when the snapshot holds the end of a run that the journal has lost.
+
+    A journal cut short (a full disk mid-append, a file truncated by hand) that
+    ends inside its last run, while the snapshot records that very run's end
+    (final status, finished no earlier than the journal's last ``group_started``):
+    replaying the journal over it would move it back to ``in_progress``.  A
+    later run (its ``group_started`` after the snapshot's end) is replayed as usual.
+    """
+    if snapshot.status not in _FINAL or snapshot.completed_at is None:
+        return False
+    last_start: str | None = None  # the journal's last group_started ("" when it has no time)
+    finished = False  # whether a group_finished follows it
+    for event in events:
+        name = event.get("event")
+        if name == "group_started":
+            at = event.get("at")
+            last_start, finished = (at if isinstance(at, str) else ""), False
+        elif name == "group_finished":
+            finished = True
+    if finished:
+        return False  # the journal holds its last run's end: replay it
+    if last_start is None:
+        return True  # not even a run's start survived
+    return bool(last_start) and last_start <= snapshot.completed_at
 
 
 def parse_snapshot(data: bytes, path: Path, group_id: str) -> GroupMetadata:

@@ -30,6 +30,7 @@ from typing import Any
 import aiofiles
 import aiofiles.os
 import anyio
+import anyio.to_thread
 
 from .._paths import GROUPS_RELATIVE_PATH, MAESTRO_RELATIVE_PATH
 from ..errors import StateError, ValidationError
@@ -38,20 +39,25 @@ from ..markers import is_safe_task_id, is_valid_group_id
 from ..models import GroupMetadata, utc_now
 from .fs import (
     DIR_MODE,
-    OPEN_NOFOLLOW,
     ends_torn,
     ensure_dir_async,
+    open_journal,
     read_async,
     remove_stale_temp_files_async,
     write_atomic_async,
     write_many_async,
 )
 from .locks import GroupLock, LockHolder, TestsLock, lock_holder
-from .snapshot import parse_snapshot
+from .safefs import OpenMode, UnsafePathError, check_state_chain, open_state_file
+from .snapshot import parse_snapshot, snapshot_is_ahead
 
 # --------------------------------------------------------------------------- the store
 
 __all__ = ("GroupStore",)
+
+
+def _create_empty(path: Path) -> None:
+    os.close(open_state_file(path, OpenMode.APPEND))
 
 
 class GroupStore:
@@ -107,7 +113,11 @@ class GroupStore:
             return str(path)
 
     def exists(self) -> bool:
-        return self.snapshot_path.exists() or self.journal_path.exists()
+        """Whether anything is stored: a snapshot, or a journal that is not empty."""
+        try:
+            return self.snapshot_path.exists() or os.lstat(self.journal_path).st_size > 0
+        except OSError:
+            return False
 
     def lock(self) -> GroupLock:
         """The group lock, to be held with ``async with`` while running the group."""
@@ -128,14 +138,20 @@ class GroupStore:
         Also removes the temp files of atomic writes that a killed coordinator
         left behind (call it with the group lock held).
         """
+        await self.check_chain()
         for folder in (self.repo_root / MAESTRO_RELATIVE_PATH.parent, self.maestro_dir):
             await aiofiles.os.makedirs(folder, mode=DIR_MODE, exist_ok=True)
         for folder in (self.groups_dir, self.dir, self.logs_dir, self.prompts_dir):
             await ensure_dir_async(folder)
         await remove_stale_temp_files_async((self.dir, self.prompts_dir))
 
+    async def check_chain(self) -> None:
+        """Refuse a state folder of this group that is a symlink or not a folder (see ``check_state_chain``)."""
+        await anyio.to_thread.run_sync(check_state_chain, self.repo_root, self.group_id)
+
     async def prepare_lock_dir(self) -> None:
-        """Create just enough folders to take the lock."""
+        """Create just enough folders to take the lock (refusing a symlinked state folder, naming it)."""
+        await self.check_chain()
         await aiofiles.os.makedirs(self.maestro_dir, mode=DIR_MODE, exist_ok=True)
         for folder in (self.groups_dir, self.dir):
             await ensure_dir_async(folder)
@@ -187,7 +203,7 @@ class GroupStore:
         try:
             if self._journal is None:
                 self._journal = await aiofiles.open(
-                    self.journal_path, "ab", buffering=0, opener=OPEN_NOFOLLOW
+                    self.journal_path, "ab", buffering=0, opener=open_journal
                 )
                 self._torn = await ends_torn(self.journal_path)
             data = b"".join(batch)
@@ -262,7 +278,7 @@ class GroupStore:
     async def set_aside(self) -> Path | None:
         """Move the stored state into ``history/<timestamp>/`` (for ``--restart``)."""
         await self.close()  # later events go to a fresh journal, not the one set aside
-        parts = [p for p in (self.snapshot_path, self.journal_path, self.logs_dir, self.prompts_dir) if p.exists()]
+        parts = [p for p in (self.journal_path, self.snapshot_path, self.logs_dir, self.prompts_dir) if p.exists()]
         if not parts:
             return None
         await ensure_dir_async(self.history_dir)
@@ -275,6 +291,10 @@ class GroupStore:
         await ensure_dir_async(target)
         for part in parts:
             await aiofiles.os.rename(part, target / part.name)
+            if part == self.journal_path:
+                # A fresh, empty journal before the snapshot goes: a reader never finds the
+                # group with neither file (it reads as nothing stored until the new run writes).
+                await anyio.to_thread.run_sync(_create_empty, self.journal_path)
         return target
 
     # reading -----------------------------------------------------------------
@@ -299,10 +319,14 @@ class GroupStore:
         events, _ = await self.read_events()
         try:
             snapshot = await self.read_snapshot()
+        except UnsafePathError:
+            raise  # a folder, FIFO or symlink in its place is not damage to rebuild over: refuse, naming it
         except StateError:
             if not events:
                 raise
             snapshot = None
         if not events:
             return snapshot
+        if snapshot is not None and snapshot_is_ahead(snapshot, events):
+            return snapshot  # the journal lost the end of the run the snapshot records
         return replay(self.group_id, events, base=snapshot)

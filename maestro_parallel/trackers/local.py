@@ -87,12 +87,24 @@ class LocalTracker:
         self.repo_root = Path(repo_root)
         self.tasks_file = Path(tasks_file) if tasks_file is not None else None
         self._tasks = list(tasks) if tasks is not None else None
+        #: The last parse of the tasks file and the (device, inode, size, mtime) it was parsed at.
+        self._parsed: tuple[tuple[int, int, int, int], list[TaskRecord]] | None = None
 
     async def load_tasks(self) -> list[TaskRecord]:
+        """The tasks of the file, parsed again only when the file changed.
+
+        One ``execute`` asks several times (the group, the blockers, the
+        statuses while agents run); parsing a thousand tasks each time was a
+        measurable part of the per-task cost.
+        """
         if self.tasks_file is None:
             return list(self._tasks or [])
         try:
             async with aiofiles.open(self.tasks_file, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+                if self._parsed is not None and self._parsed[0] == key:
+                    return list(self._parsed[1])
                 data = await handle.read()
         except OSError as exc:
             raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from exc
@@ -100,7 +112,9 @@ class LocalTracker:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"{self.tasks_file}: not UTF-8 text (byte {exc.start})") from exc
-        return loads_tasks(text, source=str(self.tasks_file))
+        records = loads_tasks(text, source=str(self.tasks_file))
+        self._parsed = (key, records)
+        return list(records)
 
     async def fetch_statuses(self, task_ids: Sequence[str]) -> dict[str, str]:
         wanted = set(task_ids)
