@@ -132,7 +132,7 @@ class Attempts:
         try:
             result = await run_command(
                 argv,
-                cwd=self.repo_root,
+                cwd=plan.worktree or self.repo_root,
                 env=env,
                 log_path=log_path,
                 timeout=settings.timeout_seconds,

@@ -26,6 +26,7 @@ from ..agents import available_subagents
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
+from ..isolation import IsolationError
 from ..models import GroupMetadata, GroupPhase, TaskStatus
 from ..state.store import GroupStore
 from ..tasks import TaskRecord
@@ -36,6 +37,7 @@ from .launch import LaunchPlan, LaunchPreparer
 from .outcome import StopState, final_status
 from .recovery import recover_orphans, stop_strays
 from .sink import EventSink, Publish
+from .workspace import GroupWorkspace, metadata_files, phase4_isolated
 
 __all__ = ("GroupRun",)
 
@@ -80,6 +82,8 @@ class GroupRun:
         self.launched: set[str] = set()
         self.tracker_warned = False
         self.context: str | None = None
+        self.workspace: GroupWorkspace | None = None  # worktree isolation (Phase 1); None: shared
+        self.landing_error: str | None = None
 
     def request_stop(self, reason: str, *, force: bool = False) -> None:
         """Stop the run (a signal, ``cancel``); ``force`` kills the agents without a grace period."""
@@ -188,6 +192,18 @@ class GroupRun:
                 await self.emit("warning", task_id=None, message=warning)
             self.context = output if ok else None
 
+        try:
+            self.workspace = await GroupWorkspace.open(self.config.isolation, self.repo_root, self.group_id, self.emit)
+        except IsolationError as exc:
+            await self.emit("group_error", message=f"isolation: {exc}")
+            for record in self.records:
+                if not record.done and self._status(record.task_id) != TaskStatus.COMPLETED.value:
+                    await self.emit(
+                        "task_finished", task_id=record.task_id, status=TaskStatus.FAILED.value, exit_code=None,
+                        error=f"not launched: {exc}",
+                    )  # fmt: skip
+            return []
+        self.launcher.worktree_for = self.workspace.cwd_for if self.workspace is not None else None
         for record in self.records:
             if record.done and self._status(record.task_id) != TaskStatus.COMPLETED.value:
                 await self.emit(
@@ -228,6 +244,10 @@ class GroupRun:
                 )
             else:
                 plans.append(plan)
+        if self.workspace is not None and plans:
+            await self.workspace.predict(
+                [p.record.metadata for p in plans], {p.record.task_id: metadata_files(p.record.raw) for p in plans}
+            )
         missing = [p for p in plans if p.executable is None]
         if missing:
             first = missing[0]
@@ -302,6 +322,16 @@ class GroupRun:
                 await self.emit("task_blocked", task_id=task_id, blockers=[], error=f"claim refused: {claims[task_id]}")
             else:
                 launch.append(plan)
+        if self.workspace is not None and launch:
+            made = await self.workspace.prepare_tasks([p.record.task_id for p in launch])
+            for plan in list(launch):
+                problem = made.get(plan.record.task_id)
+                if isinstance(problem, IsolationError):
+                    launch.remove(plan)
+                    await self.emit(
+                        "task_finished", task_id=plan.record.task_id, status=TaskStatus.FAILED.value,
+                        exit_code=None, error=f"worktree: {problem}",
+                    )  # fmt: skip
         if not launch:
             return
         self.to_launch = len(launch)
@@ -372,13 +402,25 @@ class GroupRun:
                         error=plan.problem or "not prepared",
                     )
                     return
+                setup_error = await self._setup(plan)
+                if setup_error is not None:
+                    await self._note_launched(task_id)
+                    await self.emit(
+                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
+                        error=setup_error,
+                    )  # fmt: skip
+                    return
                 verdict, exit_code = await self.attempts.run(plan)
+                completed, error = verdict.completed, verdict.error
+                commit_error = await self._commit_back(plan)
+                if commit_error is not None:
+                    completed, error = False, commit_error if completed else f"{error}; {commit_error}"
                 await self.emit(
                     "task_finished",
                     task_id=task_id,
-                    status=(TaskStatus.COMPLETED if verdict.completed else TaskStatus.FAILED).value,
+                    status=(TaskStatus.COMPLETED if completed else TaskStatus.FAILED).value,
                     exit_code=exit_code,
-                    error=verdict.error,
+                    error=error,
                     extra=verdict.extra,
                 )
                 if not verdict.completed and self.halt_on_failure and not self.stop.halted:
@@ -386,6 +428,9 @@ class GroupRun:
                     launches.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
+                if self._status(task_id) == TaskStatus.IN_PROGRESS:  # what it wrote so far is kept on its branch
+                    with anyio.move_on_after(30):
+                        await self._commit_back(plan)
                 if self._status(task_id) not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
                     await self.emit(
                         "task_finished",
@@ -395,6 +440,26 @@ class GroupRun:
                         error=self.cancel_reason(),
                     )
             raise
+
+    async def _setup(self, plan: LaunchPlan) -> str | None:
+        """With isolation: run ``setup`` in the task's worktree; the error, or None."""
+        if self.workspace is None or not self.config.isolation.setup:
+            return None
+        try:
+            await self.workspace.setup(plan.record.task_id, self.store.log_path(plan.record.task_id), plan.env)
+        except IsolationError as exc:
+            return str(exc)
+        return None
+
+    async def _commit_back(self, plan: LaunchPlan) -> str | None:
+        """With isolation: commit what the agent left on its branch; the error, or None."""
+        if self.workspace is None:
+            return None
+        try:
+            await self.workspace.commit_task(plan.record.task_id, plan.record.metadata.title)
+        except IsolationError as exc:
+            return f"commit-back failed: {exc}"
+        return None
 
     # -------------------------------------------------------------- phase 4
 
@@ -408,6 +473,13 @@ class GroupRun:
                     exit_code=None,
                     error=result.get("error") or "did not finish",
                 )
+        if self.workspace is not None:
+            titles = {r.task_id: r.metadata.title for r in self.records}
+            self.landing_error = await phase4_isolated(
+                self.workspace, meta=self.meta, emit=self.emit, config=self.config, store=self.store,
+                close=self._close, titles=titles,
+            )  # fmt: skip
+            return
         statuses = [r.get("status") for r in self.meta.results]
         to_close = [
             r["task_id"] for r in self.meta.results if r.get("status") == TaskStatus.COMPLETED and not r.get("closed")
@@ -443,6 +515,11 @@ class GroupRun:
         reason = f"completed by maestro-parallel (group {self.group_id})" + (
             "; tests passed" if outcome.status == "passed" else ""
         )
+        await self._close(to_close, reason)
+
+    async def _close(self, to_close: list[str], reason: str) -> None:
+        if not to_close:
+            return
         try:
             answer = await self._tracker_call(self.tracker.close(to_close, reason))
         except TrackerError as exc:
@@ -473,6 +550,7 @@ class GroupRun:
             await self.emit("group_error", message=stopped)
         if self.sink.persist_error:
             await self.emit("group_error", message=self.sink.persist_error)
-        status = final_status(self.meta.results, self.meta.errors)
+        status = final_status(self.meta.results, self.meta.errors, landing_blocked=self.landing_error)
         await self.emit("group_finished", status=status.value)
         await self.sink.flush()
+

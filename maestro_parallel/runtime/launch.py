@@ -28,6 +28,7 @@ from ..agents import (
     strip_front_matter,
 )
 from ..config import AgentSettings, Config
+from ..isolation.git import scrub_git_variables
 from ..markers import is_safe_task_id
 from ..state.logfiles import read_head
 from ..state.store import GroupStore
@@ -58,6 +59,7 @@ class LaunchPlan:
     argv: list[str] = field(default_factory=list)  # filled in by LaunchPreparer.prepare_all
     env: dict[str, str] = field(default_factory=dict)
     problem: str | None = None  # why it cannot launch, once prepared
+    worktree: Path | None = None  # with isolation: the agent's cwd in its own worktree
     prepared: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -82,6 +84,8 @@ class LaunchPreparer:
         self._base_env: dict[str, dict[str, str]] = {}
         self._skill_cache: dict[str, str | None] = {}
         self._executables: dict[tuple[str, str], str | None] = {}
+        #: With worktree isolation (set in Phase 1): where a task's agent runs.
+        self.worktree_for: Callable[[str], Path] | None = None
 
     def plan(self, record: TaskRecord, available: frozenset[str] | None) -> LaunchPlan:
         """The subagent, settings and executable of one task."""
@@ -109,6 +113,7 @@ class LaunchPreparer:
             "subagent": subagent,
             "repo_root": str(self.repo_root),
             "title": record.metadata.title,
+            "worktree": str(self.worktree_for(record.task_id) if self.worktree_for else self.repo_root),
         }
 
     async def prepare_all(self, plans: list[LaunchPlan], context: str | None) -> None:
@@ -183,6 +188,9 @@ class LaunchPreparer:
         if base is None:  # the coordinator's environment is copied once per subagent, not once per task
             base = self._base_env[plan.subagent] = agent_environment(os.environ, settings.env, {})
         plan.argv = argv
+        if self.worktree_for is not None:
+            plan.worktree = self.worktree_for(record.task_id)
+            base = {**scrub_git_variables(base), "MAESTRO_WORKTREE": str(plan.worktree)}
         plan.env = {
             **base,
             "MAESTRO_TASK_ID": record.task_id,
