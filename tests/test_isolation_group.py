@@ -20,7 +20,7 @@ from isolation_support import commit_file, git, hermetic_git, make_repo
 __all__ = ("hermetic_git",)
 
 #: Writes ``write=<path>:<text>`` files in its cwd, records where it ran, exits ``exit=<n>``.
-AGENT = r'''
+AGENT = r"""
 import json, os, re, sys
 task = sys.argv[1]
 prompt = open(os.environ["MAESTRO_PROMPT_FILE"], encoding="utf-8").read()
@@ -35,7 +35,7 @@ with open(os.path.join(os.environ["RECORDS"], task + ".json"), "a") as f:
     f.write(json.dumps(record) + "\n")
 m = re.search(r"exit=(\d+)", prompt)
 sys.exit(int(m.group(1)) if m else 0)
-'''
+"""
 
 
 def setup_repo(tmp_path: Path, *, isolation: str = "", tests: str = "") -> Path:
@@ -170,7 +170,7 @@ def test_shared_mode_runs_in_the_repository_root_without_branches(tmp_path: Path
 
 def test_a_failing_setup_fails_its_task_before_its_agent_starts(tmp_path: Path) -> None:
     script = "import sys; print('installing deps'); sys.exit(3)"
-    repo = setup_repo(tmp_path, isolation=f"setup = [{json.dumps(sys.executable)}, \"-c\", {json.dumps(script)}]")
+    repo = setup_repo(tmp_path, isolation=f'setup = [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]')
     code, meta, _ = execute(repo, [task("t1", "write=a.py:x")])
     assert code == 1
     t1 = result(meta, "t1")
@@ -214,7 +214,7 @@ def test_a_dirty_checkout_blocks_landing_and_executing_again_lands_without_rerun
 
 def test_a_red_gate_is_bisected_to_its_culprit_and_the_rest_lands(tmp_path: Path) -> None:
     gate = "import os, sys; sys.exit(1 if os.path.exists('bad.txt') else 0)"
-    tests = f"[tests]\ncommand = [{json.dumps(sys.executable)}, \"-c\", {json.dumps(gate)}]\n"
+    tests = f'[tests]\ncommand = [{json.dumps(sys.executable)}, "-c", {json.dumps(gate)}]\n'
     repo = setup_repo(tmp_path, tests=tests)
     tasks = [task("t1", "write=a.py:fine"), task("t2", "write=bad.txt:boom"), task("t3", "write=b.py:fine")]
     code, meta, _ = execute(repo, tasks)
@@ -250,3 +250,35 @@ def test_keep_worktrees(tmp_path: Path, keep: str) -> None:
     assert code == 0
     kept = (repo / ".flow" / "maestro" / "worktrees" / "g" / "t1").exists()
     assert kept is (keep == "always")
+
+
+def cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maestro_parallel", "--repo-root", str(repo), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_status_lists_kept_worktrees_and_clean_refuses_unique_work_unless_forced(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    code, _, stderr = execute(repo, [task("t1", "write=a.py:one"), task("t2", "write=a.py:two")], "--no-tests")
+    assert code == 1
+    assert "t2: merge conflict in a.py" in stderr and "landed on main" in stderr  # the plain progress lines
+    status = cli(repo, "status", "--group-id", "g", "--json")
+    assert status.returncode == 0
+    (kept,) = json.loads(status.stdout)["kept_worktrees"]
+    assert kept["task_id"] == "t2" and kept["branch"] == "maestro/g/t2"
+    assert "kept worktree" in cli(repo, "status", "--group-id", "g").stdout
+    assert cli(repo, "clean").returncode == 2
+    assert cli(repo, "clean", "--group-id", "g", "--all").returncode == 2
+    refused = cli(repo, "clean", "--group-id", "g", "--json")
+    assert refused.returncode == 1
+    document = json.loads(refused.stdout)
+    assert any("maestro/g/t2" in line and "--force" in line for line in document["kept"])
+    assert "maestro/g/t2" in branches(repo)
+    forced = cli(repo, "clean", "--all", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert branches(repo) == {"main"}
+    assert not (repo / ".flow" / "maestro" / "worktrees" / "g").exists()
+    assert "worktrees" not in git(repo, "worktree", "list")
+    assert cli(repo, "clean", "--all").stdout.strip() == "nothing to clean"

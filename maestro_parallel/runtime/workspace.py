@@ -44,6 +44,7 @@ from ..isolation import (
     ensure_excluded,
     footprint,
     integration_branch,
+    kept_worktrees,
     land,
     plan_includes,
     predict_conflicts,
@@ -63,7 +64,15 @@ from ..state.locks import TestsLock
 from ..state.store import GroupStore
 from .hooks import TestsOutcome, run_tests
 
-__all__ = ("MERGE_LOCK_RELATIVE_PATH", "Emit", "GroupWorkspace", "Landing", "metadata_files", "phase4_isolated")
+__all__ = (
+    "MERGE_LOCK_RELATIVE_PATH",
+    "Emit",
+    "GroupWorkspace",
+    "Landing",
+    "kept_worktree_documents",
+    "metadata_files",
+    "phase4_isolated",
+)
 
 #: The run's event emitter (``EventSink.emit``).
 Emit = Callable[..., Awaitable[Any]]
@@ -121,9 +130,7 @@ class GroupWorkspace:
     # ------------------------------------------------------------ phase 1
 
     @classmethod
-    async def open(
-        cls, config: IsolationConfig, repo_root: Path, group_id: str, emit: Emit
-    ) -> GroupWorkspace | None:
+    async def open(cls, config: IsolationConfig, repo_root: Path, group_id: str, emit: Emit) -> GroupWorkspace | None:
         """Decide the mode and journal it; the workspace in worktree mode, None in shared mode.
 
         :raises IsolationError: ``mode = "worktree"`` where it is impossible, a
@@ -165,9 +172,7 @@ class GroupWorkspace:
         :returns: for each task, the earlier tasks it waits for under ``serialize``
             (all empty under ``warn``).
         """
-        prints = [
-            footprint(t.task_id, t.relevant_files, files.get(t.task_id, ()), priority=t.priority) for t in tasks
-        ]
+        prints = [footprint(t.task_id, t.relevant_files, files.get(t.task_id, ()), priority=t.priority) for t in tasks]
         overlaps = predict_conflicts(prints)
         for overlap in overlaps:
             await self._emit("conflict_predicted", files=overlap["files"], tasks=overlap["tasks"], source="footprints")
@@ -422,3 +427,12 @@ async def phase4_isolated(
         except IsolationError as exc:
             await emit("warning", task_id=None, message=f"cleanup: {exc}")
     return None
+
+
+async def kept_worktree_documents(repo_root: Path, group_id: str) -> list[dict[str, Any]]:
+    """The group's worktrees still on disk, for ``status`` ([] when git cannot say)."""
+    try:
+        kept = await kept_worktrees(repo_root, group_id)
+    except (IsolationError, OSError):
+        return []
+    return [{"task_id": k.task_id, "path": str(k.path), "branch": k.branch, "head": k.head} for k in kept]
