@@ -24,6 +24,9 @@ AGENT = r"""
 import json, os, re, sys
 task = sys.argv[1]
 prompt = open(os.environ["MAESTRO_PROMPT_FILE"], encoding="utf-8").read()
+for path, text in re.findall(r"append=(\S+?):(\S+)", prompt):
+    with open(path, "a") as f:
+        f.write(text + "\n")
 for path, text in re.findall(r"write=(\S+?):(\S+)", prompt):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
@@ -282,3 +285,29 @@ def test_status_lists_kept_worktrees_and_clean_refuses_unique_work_unless_forced
     assert not (repo / ".flow" / "maestro" / "worktrees" / "g").exists()
     assert "worktrees" not in git(repo, "worktree", "list")
     assert cli(repo, "clean", "--all").stdout.strip() == "nothing to clean"
+
+
+def test_serialize_starts_an_overlapping_task_from_the_tip_that_includes_the_earlier_one(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path, isolation='conflicts = "serialize"')
+    tasks = [
+        task("t2", "edit a.py append=a.py:second", priority=2),
+        task("t1", "edit a.py append=a.py:first", priority=1),  # earlier: a higher priority
+        task("t3", "edit b.py append=b.py:third", priority=3),
+    ]
+    code, meta, stderr = execute(repo, tasks)
+    assert code == 0, (meta["errors"], stderr)
+    # t2 began from the tip holding t1's line, so both lines landed without a conflict, in that order.
+    assert (repo / "a.py").read_text() == "a = 0\nfirst\nsecond\n"
+    assert (repo / "b.py").read_text() == "b = 0\nthird\n"
+    assert meta["conflicts"] == [{"files": ["a.py"], "tasks": ["t2", "t1"]}]
+    assert result(meta, "t2")["changed_files"] == ["a.py"]
+    assert all(r["closed"] for r in meta["results"])
+
+
+def test_warn_launches_overlapping_tasks_at_once_and_the_later_one_conflicts(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    tasks = [task("t1", "edit a.py append=a.py:first"), task("t2", "edit a.py append=a.py:second")]
+    code, meta, _ = execute(repo, tasks)
+    assert code == 1
+    assert result(meta, "t2")["error"] == "merge conflict in a.py"
+    assert (repo / "a.py").read_text() == "a = 0\nfirst\n"

@@ -26,7 +26,7 @@ from ..agents import available_subagents
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
-from ..isolation import IsolationError
+from ..isolation import IsolationError, QueueItem
 from ..models import GroupMetadata, GroupPhase, TaskStatus
 from ..state.store import GroupStore
 from ..tasks import TaskRecord
@@ -84,6 +84,8 @@ class GroupRun:
         self.context: str | None = None
         self.workspace: GroupWorkspace | None = None  # worktree isolation (Phase 1); None: shared
         self.landing_error: str | None = None
+        self.waits: dict[str, tuple[str, ...]] = {}  # conflicts = "serialize": the earlier tasks each one waits for
+        self.finished: dict[str, anyio.Event] = {}  # set when a launched task has finished
 
     def request_stop(self, reason: str, *, force: bool = False) -> None:
         """Stop the run (a signal, ``cancel``); ``force`` kills the agents without a grace period."""
@@ -245,7 +247,7 @@ class GroupRun:
             else:
                 plans.append(plan)
         if self.workspace is not None and plans:
-            await self.workspace.predict(
+            self.waits = await self.workspace.predict(
                 [p.record.metadata for p in plans], {p.record.task_id: metadata_files(p.record.raw) for p in plans}
             )
         missing = [p for p in plans if p.executable is None]
@@ -322,12 +324,17 @@ class GroupRun:
                 await self.emit("task_blocked", task_id=task_id, blockers=[], error=f"claim refused: {claims[task_id]}")
             else:
                 launch.append(plan)
-        if self.workspace is not None and launch:
-            made = await self.workspace.prepare_tasks([p.record.task_id for p in launch])
+        self.finished = {p.record.task_id: anyio.Event() for p in launch}
+        self.waits = {t: tuple(e for e in earlier if e in self.finished) for t, earlier in self.waits.items()}
+        if self.workspace is not None and launch:  # a serialized task's worktree waits for the tip it builds on
+            made = await self.workspace.prepare_tasks(
+                [p.record.task_id for p in launch if not self.waits.get(p.record.task_id)]
+            )
             for plan in list(launch):
                 problem = made.get(plan.record.task_id)
                 if isinstance(problem, IsolationError):
                     launch.remove(plan)
+                    self.finished.pop(plan.record.task_id).set()
                     await self.emit(
                         "task_finished", task_id=plan.record.task_id, status=TaskStatus.FAILED.value,
                         exit_code=None, error=f"worktree: {problem}",
@@ -385,6 +392,14 @@ class GroupRun:
     async def _run_task(self, plan: LaunchPlan, limiter: anyio.CapacityLimiter, launches: anyio.abc.TaskGroup) -> None:
         task_id = plan.record.task_id
         try:
+            serial_error = await self._after_earlier(plan)
+            if serial_error is not None:
+                await self._note_launched(task_id)
+                await self.emit(
+                    "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
+                    error=serial_error,
+                )  # fmt: skip
+                return
             async with limiter:
                 if self.stop.halted:
                     await self.emit(
@@ -440,6 +455,26 @@ class GroupRun:
                         error=self.cancel_reason(),
                     )
             raise
+        finally:
+            self.finished[task_id].set()
+
+    async def _after_earlier(self, plan: LaunchPlan) -> str | None:
+        """Under ``serialize``: wait for the earlier overlapping tasks, merge them, start from that tip."""
+        earlier = self.waits.get(plan.record.task_id, ())
+        if self.workspace is None or not earlier:
+            return None
+        for task_id in earlier:
+            done = self.finished.get(task_id)  # absent: it never launched (its worktree could not be made)
+            if done is not None:
+                await done.wait()
+        branches = {r["task_id"]: r.get("branch") for r in self.meta.results if r.get("status") == TaskStatus.COMPLETED}
+        items = [QueueItem(t, str(branches[t]), "") for t in earlier if isinstance(branches.get(t), str)]
+        try:
+            base = await self.workspace.merge_for(items)
+            await self.workspace.prepare_task(plan.record.task_id, base_sha=base)
+        except IsolationError as exc:
+            return f"worktree: {exc}"
+        return None
 
     async def _setup(self, plan: LaunchPlan) -> str | None:
         """With isolation: run ``setup`` in the task's worktree; the error, or None."""
@@ -553,4 +588,3 @@ class GroupRun:
         status = final_status(self.meta.results, self.meta.errors, landing_blocked=self.landing_error)
         await self.emit("group_finished", status=status.value)
         await self.sink.flush()
-

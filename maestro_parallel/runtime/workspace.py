@@ -263,13 +263,14 @@ class GroupWorkspace:
         :raises IsolationError: the agent left its branch, or git failed.
         """
         path = task_worktree_path(self.state.repo_root, self.group_id, task_id)
+        made = self.workspaces.get(task_id)
         return await commit_task(
             path,
             task_id=task_id,
             title=title,
             group_id=self.group_id,
             branch=task_branch(self.group_id, task_id),
-            base_sha=self.base_sha,
+            base_sha=made.base_sha if made is not None else self.base_sha,  # a serialized task's own start
             on_event=self._on_event,
         )
 
@@ -305,6 +306,18 @@ class GroupWorkspace:
             elif landed.method == "already":  # land() reports only a move it made itself
                 await self._emit("landed", target=self.target, sha=landed.sha or queue.tip, method="already")
             return Landing(queue, landed)
+
+    async def merge_for(self, items: Sequence[QueueItem]) -> str:
+        """Merge ``items`` (earlier tasks) into the integration branch, ungated; the tip a serialized task starts from.
+
+        Phase 4 finds them merged already (the trailers say so) and gates them
+        with the rest.  With nothing to merge, the group's ``base_sha``.
+        """
+        if not items:
+            return self.base_sha
+        async with TestsLock(self.state.repo_root / MERGE_LOCK_RELATIVE_PATH):
+            queue = await self._queue(items, None)
+        return queue.tip
 
     async def _queue(self, items: Sequence[QueueItem], run_tests: RunTests | None) -> QueueResult:
         queue = await run_merge_queue(
