@@ -33,7 +33,7 @@ for path, text in re.findall(r"write=(\S+?):(\S+)", prompt):
         f.write(text + "\n")
 record = {"cwd": os.getcwd(), "worktree": os.environ.get("MAESTRO_WORKTREE"),
           "repo_root": os.environ["MAESTRO_REPO_ROOT"], "argv": sys.argv[1:],
-          "git_dir": os.environ.get("GIT_DIR")}
+          "git_dir": os.environ.get("GIT_DIR"), "env_file": open(".env").read() if os.path.exists(".env") else None}
 with open(os.path.join(os.environ["RECORDS"], task + ".json"), "a") as f:
     f.write(json.dumps(record) + "\n")
 m = re.search(r"exit=(\d+)", prompt)
@@ -311,3 +311,17 @@ def test_warn_launches_overlapping_tasks_at_once_and_the_later_one_conflicts(tmp
     assert code == 1
     assert result(meta, "t2")["error"] == "merge conflict in a.py"
     assert (repo / "a.py").read_text() == "a = 0\nfirst\n"
+
+
+def test_worktreeinclude_copies_ignored_files_into_each_worktree(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    (repo / ".gitignore").write_text(".env\n")
+    (repo / ".worktreeinclude").write_text(".env\n")
+    commit_file(repo, ".gitignore", ".env\n")
+    (repo / ".env").write_text("TOKEN=local\n")
+    code, meta, _ = execute(repo, [task("t1", "write=a.py:one")])
+    assert code == 0, meta["errors"]
+    (seen,) = records(tmp_path, "t1")
+    assert seen["env_file"] == "TOKEN=local\n"
+    assert "maestro/g/t1" not in branches(repo)  # landed and cleaned up; .env was never committed
+    assert git(repo, "show", "--stat", "--format=", "HEAD^2").count(".env") == 0
