@@ -325,3 +325,28 @@ def test_worktreeinclude_copies_ignored_files_into_each_worktree(tmp_path: Path)
     assert seen["env_file"] == "TOKEN=local\n"
     assert "maestro/g/t1" not in branches(repo)  # landed and cleaned up; .env was never committed
     assert git(repo, "show", "--stat", "--format=", "HEAD^2").count(".env") == 0
+
+
+def test_a_task_id_git_refuses_gets_a_reversible_branch_name_and_lands(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    code, meta, _ = execute(repo, [task("proj:auth.1", "write=a.py:auth"), task("x.lock", "write=b.py:lock")])
+    assert code == 0, meta["errors"]
+    assert result(meta, "proj:auth.1")["branch"] == "maestro/g/proj%3Aauth.1"
+    assert result(meta, "x.lock")["branch"] == "maestro/g/x%2Elock"
+    assert (repo / "a.py").read_text() == "auth\n" and (repo / "b.py").read_text() == "lock\n"
+    assert "Merge proj:auth.1: task proj:auth.1" in git(repo, "log", "--format=%s", "main")
+
+
+def test_a_target_checked_out_in_another_worktree_blocks_with_the_command_that_lands_it(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path, isolation='target = "main"')
+    git(repo, "checkout", "-q", "-b", "feature")
+    other = tmp_path / "other"
+    git(repo, "worktree", "add", "-q", str(other), "main")
+    code, meta, _ = execute(repo, [task("t1", "write=a.py:one")])
+    assert code == 3 and meta["status"] == "blocked"
+    (error,) = meta["errors"]
+    command = f"git -C {other} merge --ff-only maestro/integrate/g"
+    assert "main is checked out in another worktree" in error and command in error
+    subprocess.run(command.split(), check=True, capture_output=True)
+    assert (other / "a.py").read_text() == "one\n"
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "feature" and (repo / "a.py").read_text() == "a = 0\n"
