@@ -350,7 +350,7 @@ SIMPLE_TABLES: Mapping[str, Mapping[str, Check]] = MappingProxyType({t.name: t.c
 _HEADER = """\
 # maestro-parallel configuration. Every key is optional; the values shown are the defaults.
 # Argv templates are lists, never shell strings. Placeholders: {prompt}, {prompt_file},
-# {task_id}, {group_id}, {subagent}, {repo_root}, {title}; {{ and }} are literal braces.
+# {task_id}, {group_id}, {subagent}, {repo_root}, {title}, {worktree}; {{ and }} are literal braces.
 """
 
 _DETECTION = """\

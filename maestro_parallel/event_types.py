@@ -30,6 +30,15 @@ __all__ = (
     "TaskRetry",
     "TaskStarted",
     "TestsFinished",
+    "IsolationDecided",
+    "WorktreeCreated",
+    "TaskCommitted",
+    "ConflictPredicted",
+    "TaskMerged",
+    "MergeConflict",
+    "BisectStep",
+    "Landed",
+    "LandingBlocked",
     "WarningEvent",
 )
 
@@ -49,6 +58,15 @@ EventName = Literal[
     "task_closed",
     "group_error",
     "group_finished",
+    "isolation_decided",
+    "worktree_created",
+    "task_committed",
+    "conflict_predicted",
+    "task_merged",
+    "merge_conflict",
+    "bisect_step",
+    "landed",
+    "landing_blocked",
 ]
 
 
@@ -169,6 +187,65 @@ class GroupFinished(_Event):
     status: str  # a TaskStatus value
 
 
+class IsolationDecided(_Event):
+    mode: str  # "worktree" | "shared"
+    reason: str
+    target: NotRequired[str]
+    base_sha: NotRequired[str]
+    integration_branch: NotRequired[str]
+
+
+class WorktreeCreated(_Event):
+    task_id: str
+    branch: str
+    path: str
+    base_sha: str
+    reused: bool
+
+
+class TaskCommitted(_Event):
+    task_id: str
+    branch: str
+    head_sha: str
+    committed: bool
+    changed_files: list[str]
+
+
+class ConflictPredicted(_Event):
+    files: list[str]
+    tasks: list[str]
+    source: NotRequired[Literal["footprints", "merge-tree"]]
+
+
+class TaskMerged(_Event):
+    task_id: str
+    branch: str
+    sha: str
+    strategy: str
+
+
+class MergeConflict(_Event):
+    task_id: str
+    branch: str
+    files: list[str]
+
+
+class BisectStep(_Event):
+    tasks: list[str]
+    passed: bool
+
+
+class Landed(_Event):
+    target: str
+    sha: str
+    method: str
+
+
+class LandingBlocked(_Event):
+    target: str
+    message: str
+
+
 Event = (
     GroupStarted
     | RefreshFinished
@@ -185,6 +262,15 @@ Event = (
     | TaskClosed
     | GroupError
     | GroupFinished
+    | IsolationDecided
+    | WorktreeCreated
+    | TaskCommitted
+    | ConflictPredicted
+    | TaskMerged
+    | MergeConflict
+    | BisectStep
+    | Landed
+    | LandingBlocked
 )
 
 #: Every event name and its type: the one table the fold, the progress view and the docs follow.
@@ -205,5 +291,14 @@ EVENT_TYPES: Mapping[str, type] = MappingProxyType(
         "task_closed": TaskClosed,
         "group_error": GroupError,
         "group_finished": GroupFinished,
+        "isolation_decided": IsolationDecided,
+        "worktree_created": WorktreeCreated,
+        "task_committed": TaskCommitted,
+        "conflict_predicted": ConflictPredicted,
+        "task_merged": TaskMerged,
+        "merge_conflict": MergeConflict,
+        "bisect_step": BisectStep,
+        "landed": Landed,
+        "landing_blocked": LandingBlocked,
     }
 )

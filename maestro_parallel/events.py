@@ -29,6 +29,15 @@ tests_finished      status (passed | failed | skipped), exit_code, command, erro
 task_closed         task_id, ok, error
 group_error         message
 group_finished      status
+isolation_decided   mode, reason, target, base_sha, integration_branch
+worktree_created    task_id, branch, path, base_sha, reused
+task_committed      task_id, branch, head_sha, committed, changed_files
+conflict_predicted  files, tasks, source (footprints | merge-tree)
+task_merged         task_id, branch, sha, strategy
+merge_conflict      task_id, branch, files
+bisect_step         tasks, passed
+landed              target, sha, method
+landing_blocked     target, message
 ==================  ==========================================================
 """
 
@@ -57,7 +66,7 @@ SCHEMA_VERSION = 1
 _EVENT_START = b'{"event":'
 
 #: Added keys of a result that describe one attempt; dropped when the task runs again.
-_PER_ATTEMPT_EXTRAS = ("pid", "pgid", "start_time", "closed", "blockers")
+_PER_ATTEMPT_EXTRAS = ("pid", "pgid", "start_time", "closed", "blockers", "merged", "merge_conflict")
 
 
 def make_event(name: EventName, **fields: Any) -> dict[str, Any]:
@@ -332,6 +341,67 @@ def _group_finished(meta: GroupMetadata, event: Mapping[str, Any], at: str | Non
     meta.phase = GroupPhase.POST_EXECUTION
 
 
+def _isolation_decided(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    meta.isolation = _text(event.get("mode"))
+    meta.base_sha = _text(event.get("base_sha"))
+    meta.integration_branch = _text(event.get("integration_branch"))
+    meta.conflicts = []  # predicted afresh by each run
+
+
+def _worktree_created(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is not None:
+        result["branch"] = _text(event.get("branch"))
+        result["worktree"] = _text(event.get("path"))
+
+
+def _task_committed(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is not None:
+        result["branch"] = _text(event.get("branch"))
+        result["head_sha"] = _text(event.get("head_sha"))
+        result["changed_files"] = _strings(event.get("changed_files"))
+
+
+def _conflict_predicted(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    if event.get("source") == "merge-tree":  # the queue's own prediction: journaled, not a footprint overlap
+        return
+    entry = {"files": _strings(event.get("files")), "tasks": _strings(event.get("tasks"))}
+    if entry not in meta.conflicts:
+        meta.conflicts.append(entry)
+
+
+def _task_merged(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is not None:
+        result["merged"] = True
+
+
+def _merge_conflict(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    result = _result(meta, event.get("task_id"))
+    if result is not None:
+        result["merged"] = False
+        result["merge_conflict"] = _strings(event.get("files"))
+
+
+def _bisect_step(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    return None  # the journal keeps each probe; the outcome arrives as task_finished
+
+
+def _landed(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    meta.landed = True
+    meta.landed_sha = _text(event.get("sha"))
+    for result in meta.results:
+        if result.get("merged") is True:
+            result["landed"] = True
+
+
+def _landing_blocked(meta: GroupMetadata, event: Mapping[str, Any], at: str | None) -> None:
+    meta.landed = False
+    if isinstance(event.get("message"), str):
+        meta.errors.append(event["message"])
+
+
 _HANDLERS = {
     "group_started": _group_started,
     "refresh_finished": _refresh_finished,
@@ -348,6 +418,15 @@ _HANDLERS = {
     "task_closed": _task_closed,
     "group_error": _group_error,
     "group_finished": _group_finished,
+    "isolation_decided": _isolation_decided,
+    "worktree_created": _worktree_created,
+    "task_committed": _task_committed,
+    "conflict_predicted": _conflict_predicted,
+    "task_merged": _task_merged,
+    "merge_conflict": _merge_conflict,
+    "bisect_step": _bisect_step,
+    "landed": _landed,
+    "landing_blocked": _landing_blocked,
 }
 
 

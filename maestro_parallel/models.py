@@ -240,6 +240,13 @@ class GroupMetadata:
     #: Spent vs budget (``spent_usd``, ``group_usd``, ``plan_spent_usd``, ``plan_usd``) when a cap
     #: applies; None otherwise (then the snapshot has no ``budget`` key).
     budget: dict[str, float] | None = None
+    # Isolation (DESIGN §12): the mode that ran, the pinned base, predicted overlaps, and landing.
+    isolation: str | None = None  # "worktree" | "shared"; None: not decided yet
+    base_sha: str | None = None
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    integration_branch: str | None = None
+    landed: bool = False
+    landed_sha: str | None = None
 
     def __post_init__(self) -> None:
         if not self.group_name:
@@ -277,7 +284,7 @@ class GroupMetadata:
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "group_id": self.group_id,
             "group_name": self.group_name,
             "phase": self.phase.value,
@@ -291,6 +298,16 @@ class GroupMetadata:
             "pre_group_refresh_completed": self.pre_group_refresh_completed,
             **({"budget": dict(self.budget)} if self.budget is not None else {}),
         }
+        if self.isolation is not None:  # a group that decided its mode (keys absent in older snapshots)
+            data.update(
+                isolation=self.isolation,
+                base_sha=self.base_sha,
+                conflicts=[dict(c) for c in self.conflicts],
+                integration_branch=self.integration_branch,
+                landed=self.landed,
+                landed_sha=self.landed_sha,
+            )
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GroupMetadata:
@@ -322,6 +339,15 @@ class GroupMetadata:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in budget.values())
         ):
             raise ValidationError(f"{what}: key 'budget' must be an object of amounts")
+        for key in ("isolation", "base_sha", "integration_branch", "landed_sha"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValidationError(f"{what}: key {key!r} must be a string or null")
+        conflicts = data.get("conflicts", [])
+        if not isinstance(conflicts, list) or not all(isinstance(c, dict) for c in conflicts):
+            raise ValidationError(f"{what}: key 'conflicts' must be a list of objects")
+        landed = data.get("landed", False)
+        if not isinstance(landed, bool):
+            raise ValidationError(f"{what}: key 'landed' must be a boolean")
         return cls(
             group_id=_expect_str(data, "group_id", what),
             group_name=str(data["group_name"]) if isinstance(data.get("group_name"), str) else "",
@@ -335,4 +361,10 @@ class GroupMetadata:
             errors=_str_list(data, "errors", what),
             pre_group_refresh_completed=refreshed,
             budget={str(k): float(v) for k, v in budget.items()} if budget is not None else None,
+            isolation=data.get("isolation"),
+            base_sha=data.get("base_sha"),
+            conflicts=[dict(c) for c in conflicts],
+            integration_branch=data.get("integration_branch"),
+            landed=landed,
+            landed_sha=data.get("landed_sha"),
         )

@@ -127,7 +127,7 @@ def test_placeholders_in(template: list[str], names: set[str]) -> None:
 
 
 def test_every_documented_placeholder_is_known() -> None:
-    assert {"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title", "skill"} == PLACEHOLDERS
+    assert {"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title", "worktree", "skill"} == PLACEHOLDERS
 
 
 # ------------------------------------------------------------------ oversized_argument

@@ -226,6 +226,8 @@ EXPECTED = {
                                "docs-1 (sequential): completed (1/1 completed)\nplan completed", "plan.html"],
     "docs/how-to/beads.md": ["Parallel Group edge: completed, 2/2 tasks completed"],
     "docs/how-to/embedding.md": ["completed 3/3 group_started group_finished"],
+    "docs/concepts/isolation.md": ["api, hotfix may conflict on app.py", "merge conflict in app.py",
+                                   "maestro/g/x%2Elock"],
     "docs/how-to/recover.md": ['"stale": true', "Parallel Group backend: completed, 3/3 tasks completed"],
 }
 PAGES = [doc for doc in DOCS if runnable(doc)]

@@ -84,3 +84,37 @@ def test_the_example_script_runs_every_example() -> None:
     assert "Tidy up the guide                             -> backend-architect" in out
     assert "frontend: completed, errors: []" in out
     assert "execute: 0 completed" in out
+
+
+def test_the_isolation_example_lands_two_tasks_and_keeps_the_conflicting_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "isolation" / "run.py"), "--keep", str(tmp_path / "shown")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "api, hotfix may conflict on app.py" in result.stdout
+    assert "hotfix  failed    merge conflict in app.py" in result.stdout
+    assert "branch maestro/demo/hotfix" in result.stdout
+    repo = tmp_path / "shown" / "service"
+    assert 'hello from the API' in (repo / "app.py").read_text()
+    assert subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                          capture_output=True, text=True).stdout == ""  # fmt: skip
+
+
+def test_the_demo_run_from_a_git_clone_makes_no_branch_and_no_commit(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    demo = clone / "examples" / "demo"
+    shutil.copytree(EXAMPLES / "demo", demo, ignore=shutil.ignore_patterns("parallel_groups", "src", "web", "migrations"))
+    identity = {**FAST, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u",
+                "GIT_COMMITTER_EMAIL": "u@x"}  # fmt: skip
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
+        subprocess.run(["git", "-C", str(clone), *args], check=True, env=identity, capture_output=True)
+    head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    result = cli(demo, "execute", "--group-id", "backend", "--tasks-file", str(demo / "tasks.json"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["isolation"] == "shared"
+    refs = subprocess.run(["git", "-C", str(clone), "for-each-ref", "--format=%(refname)"], capture_output=True, text=True)
+    assert refs.stdout.split() == ["refs/heads/main"]
+    assert subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout == head

@@ -19,7 +19,9 @@ from ..errors import ConfigError
 ARG_MAX_ELEMENT = 128 * 1024 - 1
 
 #: The placeholders an agent's argv template may use.
-AGENT_PLACEHOLDERS = frozenset({"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title"})
+AGENT_PLACEHOLDERS = frozenset(
+    {"prompt", "prompt_file", "task_id", "group_id", "subagent", "repo_root", "title", "worktree"}
+)
 #: The placeholders the ``[skills].command`` template may use.
 SKILL_PLACEHOLDERS = frozenset({"skill", "task_id", "repo_root"})
 PLACEHOLDERS = AGENT_PLACEHOLDERS | SKILL_PLACEHOLDERS

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from .._version import __version__
-from . import detect, execute, inspect, report, run, tools
+from . import detect, execute, inspect, report, run, tools, worktrees
 from ._common import EXIT_CODES_HELP, AppState, MaestroGroup
 
 __all__ = ("main",)
@@ -64,5 +64,6 @@ for _command in (
     tools.cancel,
     tools.recover,
     tools.init,
+    worktrees.clean_command,
 ):
     main.add_command(_command)

@@ -17,6 +17,7 @@ from .._text import one_line
 from ..markers import is_safe_task_id
 from ..models import TaskStatus
 from ..runtime.coordinator import wait_for_stored_group
+from ..runtime.workspace import kept_worktree_documents
 from ..state.readers import read_stored_groups
 from ..state.safefs import LineSplitter, UnsafePathError, iter_chunks, open_state_file, tail_start
 from ..state.store import GroupStore
@@ -80,10 +81,14 @@ def status(state: AppState, group_id: str, as_json: bool) -> int:
         raise FailedError(f"no such group: {group_id}")
     if seen.metadata is None:
         raise FailedError(seen.error or f"group {group_id} is unreadable")
+    worktree = seen.metadata.isolation == "worktree"
+    kept = anyio.run(kept_worktree_documents, state.repo_root, group_id) if worktree else []
     if as_json:
-        emit_json(group_document(seen.metadata, {"stale": seen.stale}))
+        emit_json(group_document(seen.metadata, {"stale": seen.stale, "kept_worktrees": kept}))
     else:
         print_group(seen.metadata, stale=seen.stale)
+        for entry in kept:
+            click.echo(f"  kept worktree {entry['path']} ({entry['branch'] or 'detached'})")
     return ExitCode.OK
 
 

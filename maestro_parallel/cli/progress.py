@@ -96,10 +96,43 @@ def describe_event(event: dict[str, Any], verbose: int = 0) -> str | None:
         text = f"group {group}: {event.get('status')}"
     elif name == "task_prepared":
         text = f"{task}: subagent {event.get('subagent')}" if verbose else None
+    elif name in _ISOLATION_LINES:
+        text = _ISOLATION_LINES[name](event, verbose)
     else:
         text = None
     # Agent output, tracker text and subagent names reach the terminal: never their escape sequences.
     return f"[{at}] {one_line(text)}" if text else None
+
+
+def _files(event: dict[str, Any]) -> str:
+    return ", ".join(str(f) for f in event.get("files", []))
+
+
+#: One line per isolation event (DESIGN §12); the per-task ones only with -v, except what fails or lands.
+_ISOLATION_LINES: dict[str, Any] = {
+    "isolation_decided": lambda e, v: (
+        f"isolation: {e.get('mode')}"
+        + (f" on {e.get('target')} at {str(e.get('base_sha'))[:12]}" if e.get("base_sha") else f" ({e.get('reason')})")
+    ),
+    "worktree_created": lambda e, v: f"{e.get('task_id')}: worktree {e.get('path')}" if v else None,
+    "task_committed": lambda e, v: (
+        f"{e.get('task_id')}: {len(e.get('changed_files', []))} file(s) changed on {e.get('branch')}" if v else None
+    ),
+    "conflict_predicted": lambda e, v: (
+        f"predicted conflict: {', '.join(e.get('tasks', []))} on {_files(e)}"
+        if e.get("source") != "merge-tree" or v
+        else None
+    ),
+    "task_merged": lambda e, v: f"{e.get('task_id')} merged into the integration branch",
+    "merge_conflict": lambda e, v: f"{e.get('task_id')}: merge conflict in {_files(e)}",
+    "bisect_step": lambda e, v: (
+        f"bisect: {', '.join(e.get('tasks', [])) or 'the target alone'} {'passes' if e.get('passed') else 'fails'}"
+        if v
+        else None
+    ),
+    "landed": lambda e, v: f"landed on {e.get('target')} at {str(e.get('sha'))[:12]} ({e.get('method')})",
+    "landing_blocked": lambda e, v: f"not landed: {e.get('message')}",
+}
 
 
 def use_live_progress(stream: TextIO) -> bool:
@@ -263,6 +296,12 @@ class LiveProgress:
                 task.note = str(event.get("error") or "")
             elif name == "task_closed" and event.get("ok"):
                 task.note = "closed"
+            elif name == "task_committed":
+                task.note = f"{len(event.get('changed_files', []))} file(s) committed"
+            elif name == "task_merged":
+                task.note = "merged"
+            elif name == "merge_conflict":
+                task.note = f"merge conflict in {_files(event)}"
 
     def _snapshot(
         self, group: _GroupView, now: float, step: PlanStep | None = None

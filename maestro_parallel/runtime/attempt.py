@@ -217,7 +217,7 @@ class Attempts:
                 attempt=attempt,
             )
             executor = LocalExecutor(
-                cwd=self.repo_root,
+                cwd=plan.worktree or self.repo_root,
                 log_path=log_path,
                 on_start=started,
                 observer=scanner.feed if settings.max_log_bytes > 0 else None,

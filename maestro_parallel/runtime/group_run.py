@@ -30,6 +30,7 @@ from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
 from ..executors.base import ExecutorError
+from ..isolation import IsolationError, QueueItem
 from ..models import GroupMetadata, GroupPhase, TaskStatus
 from ..state.store import GroupStore
 from ..tasks import TaskRecord
@@ -43,6 +44,7 @@ from .outcome import StopState, final_status
 from .recovery import recover_orphans, stop_strays
 from .remote import ExecutorSlot, RemoteAttempts, resolve_remote_base
 from .sink import EventSink, Publish
+from .workspace import GroupWorkspace, metadata_files, phase4_isolated
 
 __all__ = ("GroupRun",)
 
@@ -112,6 +114,10 @@ class GroupRun:
         self.launched: set[str] = set()
         self.tracker_warned = False
         self.context: str | None = None
+        self.workspace: GroupWorkspace | None = None  # worktree isolation (Phase 1); None: shared
+        self.landing_error: str | None = None
+        self.waits: dict[str, tuple[str, ...]] = {}  # conflicts = "serialize": the earlier tasks each one waits for
+        self.finished: dict[str, anyio.Event] = {}  # set when a launched task has finished
 
     def request_stop(self, reason: str, *, force: bool = False) -> None:
         """Stop the run (a signal, ``cancel``); ``force`` kills the agents without a grace period."""
@@ -233,6 +239,18 @@ class GroupRun:
                 await self.emit("warning", task_id=None, message=warning)
             self.context = output if ok else None
 
+        try:
+            self.workspace = await GroupWorkspace.open(self.config.isolation, self.repo_root, self.group_id, self.emit)
+        except IsolationError as exc:
+            await self.emit("group_error", message=f"isolation: {exc}")
+            for record in self.records:
+                if not record.done and self._status(record.task_id) != TaskStatus.COMPLETED.value:
+                    await self.emit(
+                        "task_finished", task_id=record.task_id, status=TaskStatus.FAILED.value, exit_code=None,
+                        error=f"not launched: {exc}",
+                    )  # fmt: skip
+            return []
+        self.launcher.worktree_for = self.workspace.cwd_for if self.workspace is not None else None
         for record in self.records:
             if record.done and self._status(record.task_id) != TaskStatus.COMPLETED.value:
                 await self.emit(
@@ -275,6 +293,10 @@ class GroupRun:
                 )
             else:
                 plans.append(plan)
+        if self.workspace is not None and plans:
+            self.waits = await self.workspace.predict(
+                [p.record.metadata for p in plans], {p.record.task_id: metadata_files(p.record.raw) for p in plans}
+            )
         if plans and self.executor is not None:
             problem = await self._connect_remote(self.executor, len(plans))
             if problem is not None:
@@ -380,6 +402,21 @@ class GroupRun:
                 await self.emit("task_blocked", task_id=task_id, blockers=[], error=f"claim refused: {claims[task_id]}")
             else:
                 launch.append(plan)
+        self.finished = {p.record.task_id: anyio.Event() for p in launch}
+        self.waits = {t: tuple(e for e in earlier if e in self.finished) for t, earlier in self.waits.items()}
+        if self.workspace is not None and launch:  # a serialized task's worktree waits for the tip it builds on
+            made = await self.workspace.prepare_tasks(
+                [p.record.task_id for p in launch if not self.waits.get(p.record.task_id)]
+            )
+            for plan in list(launch):
+                problem = made.get(plan.record.task_id)
+                if isinstance(problem, IsolationError):
+                    launch.remove(plan)
+                    self.finished.pop(plan.record.task_id).set()
+                    await self.emit(
+                        "task_finished", task_id=plan.record.task_id, status=TaskStatus.FAILED.value,
+                        exit_code=None, error=f"worktree: {problem}",
+                    )  # fmt: skip
         if not launch:
             return
         self.to_launch = len(launch)
@@ -429,6 +466,14 @@ class GroupRun:
     async def _run_task(self, plan: LaunchPlan, limiter: anyio.CapacityLimiter, launches: anyio.abc.TaskGroup) -> None:
         task_id = plan.record.task_id
         try:
+            serial_error = await self._after_earlier(plan)
+            if serial_error is not None:
+                await self._note_launched(task_id)
+                await self.emit(
+                    "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
+                    error=serial_error,
+                )  # fmt: skip
+                return
             async with limiter, (self.agents if self.agents is not None else nullcontext()):
                 if self.stop.halted:
                     await self.emit(
@@ -453,13 +498,25 @@ class GroupRun:
                         error=plan.problem or "not prepared",
                     )
                     return
+                setup_error = await self._setup(plan)
+                if setup_error is not None:
+                    await self._note_launched(task_id)
+                    await self.emit(
+                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
+                        error=setup_error,
+                    )  # fmt: skip
+                    return
                 verdict, exit_code = await self.attempts.run(plan)
+                completed, error = verdict.completed, verdict.error
+                commit_error = await self._commit_back(plan)
+                if commit_error is not None:
+                    completed, error = False, commit_error if completed else f"{error}; {commit_error}"
                 await self.emit(
                     "task_finished",
                     task_id=task_id,
-                    status=(TaskStatus.COMPLETED if verdict.completed else TaskStatus.FAILED).value,
+                    status=(TaskStatus.COMPLETED if completed else TaskStatus.FAILED).value,
                     exit_code=exit_code,
-                    error=verdict.error,
+                    error=error,
                     extra=verdict.extra,
                 )
                 if not verdict.completed and self.halt_on_failure and not self.stop.halted:
@@ -467,6 +524,9 @@ class GroupRun:
                     launches.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
+                if self._status(task_id) == TaskStatus.IN_PROGRESS:  # what it wrote so far is kept on its branch
+                    with anyio.move_on_after(30):
+                        await self._commit_back(plan)
                 if self._status(task_id) not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
                     await self.emit(
                         "task_finished",
@@ -476,6 +536,46 @@ class GroupRun:
                         error=self.cancel_reason(),
                     )
             raise
+        finally:
+            self.finished[task_id].set()
+
+    async def _after_earlier(self, plan: LaunchPlan) -> str | None:
+        """Under ``serialize``: wait for the earlier overlapping tasks, merge them, start from that tip."""
+        earlier = self.waits.get(plan.record.task_id, ())
+        if self.workspace is None or not earlier:
+            return None
+        for task_id in earlier:
+            done = self.finished.get(task_id)  # absent: it never launched (its worktree could not be made)
+            if done is not None:
+                await done.wait()
+        branches = {r["task_id"]: r.get("branch") for r in self.meta.results if r.get("status") == TaskStatus.COMPLETED}
+        items = [QueueItem(t, str(branches[t]), "") for t in earlier if isinstance(branches.get(t), str)]
+        try:
+            base = await self.workspace.merge_for(items)
+            await self.workspace.prepare_task(plan.record.task_id, base_sha=base)
+        except IsolationError as exc:
+            return f"worktree: {exc}"
+        return None
+
+    async def _setup(self, plan: LaunchPlan) -> str | None:
+        """With isolation: run ``setup`` in the task's worktree; the error, or None."""
+        if self.workspace is None or not self.config.isolation.setup:
+            return None
+        try:
+            await self.workspace.setup(plan.record.task_id, self.store.log_path(plan.record.task_id), plan.env)
+        except IsolationError as exc:
+            return str(exc)
+        return None
+
+    async def _commit_back(self, plan: LaunchPlan) -> str | None:
+        """With isolation: commit what the agent left on its branch; the error, or None."""
+        if self.workspace is None:
+            return None
+        try:
+            await self.workspace.commit_task(plan.record.task_id, plan.record.metadata.title)
+        except IsolationError as exc:
+            return f"commit-back failed: {exc}"
+        return None
 
     # -------------------------------------------------------------- phase 4
 
@@ -489,6 +589,13 @@ class GroupRun:
                     exit_code=None,
                     error=result.get("error") or "did not finish",
                 )
+        if self.workspace is not None:
+            titles = {r.task_id: r.metadata.title for r in self.records}
+            self.landing_error = await phase4_isolated(
+                self.workspace, meta=self.meta, emit=self.emit, config=self.config, store=self.store,
+                close=self._close, titles=titles,
+            )  # fmt: skip
+            return
         statuses = [r.get("status") for r in self.meta.results]
         to_close = [
             r["task_id"] for r in self.meta.results if r.get("status") == TaskStatus.COMPLETED and not r.get("closed")
@@ -529,6 +636,11 @@ class GroupRun:
         reason = f"completed by maestro-parallel (group {self.group_id})" + (
             "; tests passed" if outcome.status == "passed" else ""
         )
+        await self._close(to_close, reason)
+
+    async def _close(self, to_close: list[str], reason: str) -> None:
+        if not to_close:
+            return
         try:
             answer = await self._tracker_call(self.tracker.close(to_close, reason))
         except TrackerError as exc:
@@ -559,6 +671,6 @@ class GroupRun:
             await self.emit("group_error", message=stopped)
         if self.sink.persist_error:
             await self.emit("group_error", message=self.sink.persist_error)
-        status = final_status(self.meta.results, self.meta.errors)
+        status = final_status(self.meta.results, self.meta.errors, landing_blocked=self.landing_error)
         await self.emit("group_finished", status=status.value)
         await self.sink.flush()

@@ -30,6 +30,7 @@ from ..agents import (
 from ..agents.subagents import AgentFile, agent_flag
 from ..budget import budget_args
 from ..config import AgentSettings, Config
+from ..isolation.git import scrub_git_variables
 from ..markers import is_safe_task_id
 from ..state.logfiles import read_head
 from ..state.store import GroupStore
@@ -63,6 +64,7 @@ class LaunchPlan:
     #: ``--max-budget-usd <x>`` when the task has a budget (claude).
     agent_args: list[str] = field(default_factory=list)
     problem: str | None = None  # why it cannot launch, once prepared
+    worktree: Path | None = None  # with isolation: the agent's cwd in its own worktree
     prepared: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -89,6 +91,8 @@ class LaunchPreparer:
         self._executables: dict[tuple[str, str], str | None] = {}
         self.agent_files: dict[str, AgentFile] = {}  # .claude/agents, read in phase 1
         self._skill_folders: list[Path] | None = None  # looked up once per group (Path.home() is not free)
+        #: With worktree isolation (set in Phase 1): where a task's agent runs.
+        self.worktree_for: Callable[[str], Path] | None = None
 
     def plan(self, record: TaskRecord, available: frozenset[str] | None) -> LaunchPlan:
         """The subagent, settings and executable of one task."""
@@ -120,6 +124,7 @@ class LaunchPreparer:
             "subagent": subagent,
             "repo_root": str(self.repo_root),
             "title": record.metadata.title,
+            "worktree": str(self.worktree_for(record.task_id) if self.worktree_for else self.repo_root),
         }
 
     async def prepare_all(self, plans: list[LaunchPlan], context: str | None) -> None:
@@ -195,6 +200,9 @@ class LaunchPreparer:
         if base is None:  # the coordinator's environment is copied once per subagent, not once per task
             base = self._base_env[plan.subagent] = agent_environment(os.environ, settings.env, {})
         plan.argv = argv
+        if self.worktree_for is not None:
+            plan.worktree = self.worktree_for(record.task_id)
+            base = {**scrub_git_variables(base), "MAESTRO_WORKTREE": str(plan.worktree)}
         plan.env = {
             **base,
             "MAESTRO_TASK_ID": record.task_id,

@@ -56,16 +56,20 @@ class StopState:
         return None
 
 
-def final_status(results: Iterable[Mapping[str, Any]], errors: Sequence[str]) -> TaskStatus:
+def final_status(
+    results: Iterable[Mapping[str, Any]], errors: Sequence[str], *, landing_blocked: str | None = None
+) -> TaskStatus:
     """The group's status from its tasks' and its errors.
 
     Failed when a group error was recorded or any task failed or never finished;
-    else blocked when a task was blocked; else completed.
+    else blocked when a task was blocked or its verified work could not land
+    (``landing_blocked``, the error that says why, is then the only error);
+    else completed.
     """
     statuses = {r.get("status") for r in results}
     unfinished = {TaskStatus.FAILED.value, TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value}
-    if errors or statuses & unfinished:
+    if [e for e in errors if e != landing_blocked] or statuses & unfinished:
         return TaskStatus.FAILED
-    if TaskStatus.BLOCKED.value in statuses:
+    if landing_blocked is not None or TaskStatus.BLOCKED.value in statuses:
         return TaskStatus.BLOCKED
     return TaskStatus.COMPLETED
