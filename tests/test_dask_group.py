@@ -196,10 +196,12 @@ def test_a_group_runs_on_the_workers_and_its_work_comes_back_as_branches(repo: P
     assert sorted(e["task_id"] for e in started) == ["a", "b", "c"]
     assert "a started (attempt 1, on tcp://" in result.stderr  # the progress names the worker
     assert all(e["host"] in workers and "pid" not in e for e in started)
-    # The user's checkout is untouched.
-    assert _git(repo, "rev-parse", "HEAD") == base
+    # The merge queue lands the completed tasks' work, and only theirs, on the user's branch.
+    assert document["landed"] is True and _git(repo, "rev-parse", "HEAD") == document["landed_sha"] != base
     assert _git(repo, "status", "--porcelain", "--untracked-files=no") == ""
-    assert not (repo / "a.txt").exists()
+    assert (repo / "a.txt").read_text().strip() == "work of a" and (repo / "b.txt").read_text().strip() == "work of b"
+    assert not (repo / "c.txt").exists()
+    assert _git(repo, "rev-parse", "refs/heads/maestro/g/c") == results["c"]["head_sha"]  # kept, never merged
 
 
 def test_a_refusing_scheduler_fails_the_group_in_one_line_and_launches_nothing(repo: Path) -> None:
@@ -281,7 +283,8 @@ def test_work_that_cannot_be_applied_fails_its_task_naming_why(repo: Path) -> No
     assert busy["status"] == "failed"
     assert busy["error"].startswith("the work of task busy cannot be applied: git fetch failed:")
     assert busy["error"].endswith(f"(from {busy['host']})")
-    assert _git(repo, "rev-parse", "maestro/g/busy") == base
+    # The checked-out branch is the target: the other task's work lands on it, the refused one's never does.
+    assert _git(repo, "rev-parse", "maestro/g/busy") != base and (repo / "fine.txt").exists()
     assert not (repo / "busy.txt").exists()
 
 

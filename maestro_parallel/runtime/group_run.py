@@ -29,8 +29,7 @@ from ..budget import Spending, budget_limits
 from ..config import Config
 from ..errors import StateError, TrackerError
 from ..events import SCHEMA_VERSION
-from ..executors.base import ExecutorError
-from ..isolation import IsolationError, QueueItem
+from ..isolation import IsolationError
 from ..models import GroupMetadata, GroupPhase, TaskStatus
 from ..state.store import GroupStore
 from ..tasks import TaskRecord
@@ -41,9 +40,10 @@ from .governor import Governor
 from .hooks import run_refresh, run_tests
 from .launch import LaunchPlan, LaunchPreparer
 from .outcome import StopState, final_status
-from .recovery import recover_orphans, stop_strays
-from .remote import ExecutorSlot, RemoteAttempts, resolve_remote_base
+from .recovery import close_out_dead_run, recover_orphans, stop_strays
+from .remote import ExecutorSlot
 from .sink import EventSink, Publish
+from .task_steps import commit_back, connect_remote, not_launched, setup_worktree, wait_for_earlier
 from .workspace import GroupWorkspace, metadata_files, phase4_isolated
 
 __all__ = ("GroupRun",)
@@ -104,7 +104,7 @@ class GroupRun:
             store=store,
             sink=self.sink,
             stop=self.stop,
-            on_launched=self._note_launched,
+            on_launched=self.note_launched,
             governor=governor if config.agent.backoff == "shared" else None,
             budget=self.budget,
         )
@@ -166,29 +166,7 @@ class GroupRun:
 
     async def recover(self) -> list[str]:
         """Close out a run whose coordinator died (see :meth:`AsyncParallelCoordinator.recover_group`)."""
-        if self.meta.status not in (TaskStatus.IN_PROGRESS, TaskStatus.PENDING):
-            await self.store.sync_snapshot(self.meta)  # its coordinator may have died before the last snapshot
-            return []
-        try:
-            events, _ = await self.store.read_events()
-            with anyio.CancelScope(shield=True):
-                recovered = await recover_orphans(self.sink, events, repo_root=self.repo_root, grace=self.grace)
-                for result in self.meta.results:
-                    if result.get("status") in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
-                        recovered.append(result["task_id"])
-                        await self.emit(
-                            "task_finished",
-                            task_id=result["task_id"],
-                            status=TaskStatus.FAILED.value,
-                            exit_code=None,
-                            error="interrupted",
-                        )
-                await self.emit("group_error", message="its coordinator died; the run was recovered")
-                await self.emit("group_finished", status=TaskStatus.FAILED.value)
-                await self.sink.flush()
-        finally:
-            await self.store.close()
-        return recovered
+        return await close_out_dead_run(self.meta, self.store, self.sink, repo_root=self.repo_root, grace=self.grace)
 
     async def _phases(self) -> None:
         # The group timeout bounds everything after the lock is taken: refresh, agents, tests.
@@ -298,10 +276,10 @@ class GroupRun:
                 [p.record.metadata for p in plans], {p.record.task_id: metadata_files(p.record.raw) for p in plans}
             )
         if plans and self.executor is not None:
-            problem = await self._connect_remote(self.executor, len(plans))
+            problem = await connect_remote(self, self.executor, len(plans))
             if problem is not None:
                 await self.emit("group_error", message=problem)  # said once, for the group
-                await self._not_launched(plans)
+                await not_launched(self, plans)
                 return []
         # An agent on a worker is found by the worker's PATH: only a local agent must exist here.
         missing = [p for p in plans if p.executable is None] if self.attempts.remote is None else []
@@ -325,30 +303,6 @@ class GroupRun:
                 )
             return []
         return plans
-
-    async def _connect_remote(self, slot: ExecutorSlot, agents: int) -> str | None:
-        """Resolve the base commit and reach the executor; why the group cannot run remotely, or None."""
-        limit = self.config.agent.max_parallel
-        try:
-            base = await resolve_remote_base(self.repo_root, self.config.isolation)
-            executor = await slot.get(min(agents, limit) if limit > 0 else agents)
-        except ExecutorError as exc:
-            return str(exc)
-        self.attempts.remote = RemoteAttempts(
-            executor, base, store=self.store, sink=self.sink, on_started=self._note_launched
-        )
-        return None
-
-    async def _not_launched(self, plans: list[LaunchPlan]) -> None:
-        for plan in plans:
-            await self.emit("task_prepared", task_id=plan.record.task_id, subagent=plan.subagent, skills_applied=[])
-            await self.emit(
-                "task_finished",
-                task_id=plan.record.task_id,
-                status=TaskStatus.FAILED.value,
-                exit_code=None,
-                error="not launched",
-            )
 
     def _status(self, task_id: str) -> str | None:
         result = self.meta.result_for(task_id)
@@ -404,7 +358,8 @@ class GroupRun:
                 launch.append(plan)
         self.finished = {p.record.task_id: anyio.Event() for p in launch}
         self.waits = {t: tuple(e for e in earlier if e in self.finished) for t, earlier in self.waits.items()}
-        if self.workspace is not None and launch:  # a serialized task's worktree waits for the tip it builds on
+        # A serialized task's worktree waits for the tip it builds on; a remote task needs none here.
+        if self.workspace is not None and launch and self.attempts.remote is None:
             made = await self.workspace.prepare_tasks(
                 [p.record.task_id for p in launch if not self.waits.get(p.record.task_id)]
             )
@@ -432,7 +387,7 @@ class GroupRun:
                         await anyio.lowlevel.checkpoint()  # let early launches run while the rest are queued
             tg.cancel_scope.cancel()
 
-    async def _note_launched(self, task_id: str) -> None:
+    async def note_launched(self, task_id: str) -> None:
         """Count a task as launched; the last launch moves the group into coordination."""
         if task_id in self.launched:
             return
@@ -466,9 +421,9 @@ class GroupRun:
     async def _run_task(self, plan: LaunchPlan, limiter: anyio.CapacityLimiter, launches: anyio.abc.TaskGroup) -> None:
         task_id = plan.record.task_id
         try:
-            serial_error = await self._after_earlier(plan)
+            serial_error = await wait_for_earlier(self, plan)
             if serial_error is not None:
-                await self._note_launched(task_id)
+                await self.note_launched(task_id)
                 await self.emit(
                     "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
                     error=serial_error,
@@ -483,13 +438,13 @@ class GroupRun:
                 await plan.prepared.wait()
                 refusal = self.budget.refusal()
                 if refusal is not None:  # a cap was reached: nothing new launches
-                    await self._note_launched(task_id)
+                    await self.note_launched(task_id)
                     await self.emit(
                         "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error=refusal
                     )
                     return
                 if plan.problem is not None or not plan.argv:
-                    await self._note_launched(task_id)
+                    await self.note_launched(task_id)
                     await self.emit(
                         "task_finished",
                         task_id=task_id,
@@ -498,9 +453,9 @@ class GroupRun:
                         error=plan.problem or "not prepared",
                     )
                     return
-                setup_error = await self._setup(plan)
+                setup_error = await setup_worktree(self, plan)
                 if setup_error is not None:
-                    await self._note_launched(task_id)
+                    await self.note_launched(task_id)
                     await self.emit(
                         "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
                         error=setup_error,
@@ -508,7 +463,7 @@ class GroupRun:
                     return
                 verdict, exit_code = await self.attempts.run(plan)
                 completed, error = verdict.completed, verdict.error
-                commit_error = await self._commit_back(plan)
+                commit_error = await commit_back(self, plan, verdict.extra)
                 if commit_error is not None:
                     completed, error = False, commit_error if completed else f"{error}; {commit_error}"
                 await self.emit(
@@ -526,7 +481,7 @@ class GroupRun:
             with anyio.CancelScope(shield=True):
                 if self._status(task_id) == TaskStatus.IN_PROGRESS:  # what it wrote so far is kept on its branch
                     with anyio.move_on_after(30):
-                        await self._commit_back(plan)
+                        await commit_back(self, plan)
                 if self._status(task_id) not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
                     await self.emit(
                         "task_finished",
@@ -538,44 +493,6 @@ class GroupRun:
             raise
         finally:
             self.finished[task_id].set()
-
-    async def _after_earlier(self, plan: LaunchPlan) -> str | None:
-        """Under ``serialize``: wait for the earlier overlapping tasks, merge them, start from that tip."""
-        earlier = self.waits.get(plan.record.task_id, ())
-        if self.workspace is None or not earlier:
-            return None
-        for task_id in earlier:
-            done = self.finished.get(task_id)  # absent: it never launched (its worktree could not be made)
-            if done is not None:
-                await done.wait()
-        branches = {r["task_id"]: r.get("branch") for r in self.meta.results if r.get("status") == TaskStatus.COMPLETED}
-        items = [QueueItem(t, str(branches[t]), "") for t in earlier if isinstance(branches.get(t), str)]
-        try:
-            base = await self.workspace.merge_for(items)
-            await self.workspace.prepare_task(plan.record.task_id, base_sha=base)
-        except IsolationError as exc:
-            return f"worktree: {exc}"
-        return None
-
-    async def _setup(self, plan: LaunchPlan) -> str | None:
-        """With isolation: run ``setup`` in the task's worktree; the error, or None."""
-        if self.workspace is None or not self.config.isolation.setup:
-            return None
-        try:
-            await self.workspace.setup(plan.record.task_id, self.store.log_path(plan.record.task_id), plan.env)
-        except IsolationError as exc:
-            return str(exc)
-        return None
-
-    async def _commit_back(self, plan: LaunchPlan) -> str | None:
-        """With isolation: commit what the agent left on its branch; the error, or None."""
-        if self.workspace is None:
-            return None
-        try:
-            await self.workspace.commit_task(plan.record.task_id, plan.record.metadata.title)
-        except IsolationError as exc:
-            return f"commit-back failed: {exc}"
-        return None
 
     # -------------------------------------------------------------- phase 4
 

@@ -12,7 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import TaskStatus
+import anyio
+
+from ..models import GroupMetadata, TaskStatus
+from ..state.store import GroupStore
 from .ownership import agent_verdict
 from .procfs import read_stat
 from .sink import EventSink
@@ -90,3 +93,35 @@ async def stop_strays(sink: EventSink, whose: str, *, repo_root: Path, grace: fl
                 f"(a daemon, or an agent started as its coordinator died): {', '.join(map(str, stopped))}"
             ),
         )
+
+
+async def close_out_dead_run(
+    meta: GroupMetadata, store: GroupStore, sink: EventSink, *, repo_root: Path, grace: float
+) -> list[str]:
+    """Close out a run whose coordinator died: stop its orphans, fail what was running, end the group.
+
+    Returns the ids of the tasks recorded as interrupted.
+    """
+    if meta.status not in (TaskStatus.IN_PROGRESS, TaskStatus.PENDING):
+        await store.sync_snapshot(meta)  # its coordinator may have died before the last snapshot
+        return []
+    try:
+        events, _ = await store.read_events()
+        with anyio.CancelScope(shield=True):
+            recovered = await recover_orphans(sink, events, repo_root=repo_root, grace=grace)
+            for result in meta.results:
+                if result.get("status") in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
+                    recovered.append(result["task_id"])
+                    await sink.emit(
+                        "task_finished",
+                        task_id=result["task_id"],
+                        status=TaskStatus.FAILED.value,
+                        exit_code=None,
+                        error="interrupted",
+                    )
+            await sink.emit("group_error", message="its coordinator died; the run was recovered")
+            await sink.emit("group_finished", status=TaskStatus.FAILED.value)
+            await sink.flush()
+    finally:
+        await store.close()
+    return recovered

@@ -56,6 +56,7 @@ from ..isolation import (
     serialize_order,
     task_branch,
 )
+from ..isolation.commit import changed_files
 from ..isolation.land import remove_worktree
 from ..isolation.refs import check_group_id, task_worktree_path
 from ..isolation.workspace import list_worktrees
@@ -272,6 +273,16 @@ class GroupWorkspace:
             branch=task_branch(self.group_id, task_id),
             base_sha=made.base_sha if made is not None else self.base_sha,  # a serialized task's own start
             on_event=self._on_event,
+        )
+
+    async def adopt_branch(self, task_id: str, branch: str, head_sha: str) -> None:
+        """Journal the work of a task that ran elsewhere (a Dask worker) and came back as ``branch``.
+
+        Phase 4 then merges it like the branch of a local worktree.
+        """
+        files = await changed_files(self.git_root, self.base_sha, head_sha)
+        await self._emit(
+            "task_committed", task_id=task_id, branch=branch, head_sha=head_sha, committed=False, changed_files=files
         )
 
     # ------------------------------------------------------------ phase 4
