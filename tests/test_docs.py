@@ -185,6 +185,9 @@ def sandbox_env(tmp_path: Path) -> dict[str, str]:
         DEMO_AGENT_SECONDS="0.2",
         FAKE_BD_STATE=str(tmp_path / "bd-state.json"),
         HOME=str(tmp_path / "home"),
+        # A reader's git knows who they are; the temporary HOME has no .gitconfig to say so.
+        GIT_AUTHOR_NAME="Reader", GIT_AUTHOR_EMAIL="reader@example.com",
+        GIT_COMMITTER_NAME="Reader", GIT_COMMITTER_EMAIL="reader@example.com",
     )
     return env
 
@@ -213,7 +216,7 @@ def run_python(code: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 EXPECTED = {
     "README.md": ["2 tasks: 1 parallel group", "Parallel Group api: completed, 2/2 tasks completed",
-                  '"session_id"', '"total_cost_usd"'],
+                  '"session_id"', '"total_cost_usd"', '"landed": true', "critical path"],
     "docs/getting-started.md": ["6 tasks: 2 parallel groups, 1 sequential",
                                 "Parallel Group backend: completed, 3/3 tasks completed",
                                 "execute exited 143", "plan: ", "(sequential)", "critical path"],
