@@ -181,16 +181,23 @@ def test_claude_text_answer_completes_with_session_cost_and_tokens(
     assert "task t1" in request_text(claude_api)
 
 
-def test_claude_tool_call_writes_the_file_in_the_repository(
+def test_claude_tool_call_writes_the_file_in_its_worktree_and_the_work_lands(
     claude_project: Project, claude_api: AnthropicStandIn
 ) -> None:
-    target = claude_project.root / "src" / "hello.py"
+    # The repository has a commit: the agent works in its own worktree, the only folder it may write to.
+    worktree = claude_project.root / ".flow" / "maestro" / "worktrees" / "g" / "t1"
+    target = worktree / "src" / "hello.py"
     claude_api.script(Turn.tool("Write", file_path=str(target), content="print('hello')\n"), Turn.say("Wrote it."))
     code, document = claude_project.execute([task("t1", "Create src/hello.py")])
 
     assert code == 0, document
-    assert only(document)["status"] == "completed" and only(document)["num_turns"] == 2
-    assert target.read_text() == "print('hello')\n"
+    result = only(document)
+    assert result["status"] == "completed" and result["num_turns"] == 2
+    assert result["changed_files"] == ["src/hello.py"] and result["branch"] == "maestro/g/t1"
+    # The merge queue landed it on the checked-out branch.
+    assert document["landed"] is True
+    assert (claude_project.root / "src" / "hello.py").read_text() == "print('hello')\n"
+    assert str(worktree) in request_text(claude_api, 0)  # the CLI told the model where it works
     # The tool result went back to the model in the second request.
     assert "tool_result" in request_text(claude_api, 1)
 
