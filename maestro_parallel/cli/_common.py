@@ -441,6 +441,8 @@ def run_with_signals(
 
     async def guarded() -> _T | None:
         outcome: _T | None = None
+        # anyio has no non-blocking hand-off from a signal handler to the loop; the CLI runs on asyncio
+        # (aiofiles needs it), whose call_soon_threadsafe is safe to call from a handler.
         loop = asyncio.get_running_loop()
 
         def interrupt(signum: int, count: int) -> None:
