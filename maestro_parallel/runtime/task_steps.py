@@ -59,15 +59,14 @@ async def wait_for_earlier(run: GroupRun, plan: LaunchPlan) -> str | None:
     earlier = run.waits.get(plan.record.task_id, ())
     if run.workspace is None or not earlier:
         return None
-    remote = run.attempts.remote is not None  # a worker starts from base_sha: waiting is all it can do
     for task_id in earlier:
         done = run.finished.get(task_id)  # absent: it never launched (its worktree could not be made)
         if done is not None:
             await done.wait()
+    if run.attempts.remote is not None:  # a worker starts from base_sha: waiting is all it can do
+        return None
     branches = {r["task_id"]: r.get("branch") for r in run.meta.results if r.get("status") == TaskStatus.COMPLETED}
     items = [QueueItem(t, str(branches[t]), "") for t in earlier if isinstance(branches.get(t), str)]
-    if remote:
-        return None
     try:
         base = await run.workspace.merge_for(items)
         await run.workspace.prepare_task(plan.record.task_id, base_sha=base)
