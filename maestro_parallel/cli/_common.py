@@ -9,13 +9,14 @@ and the exit codes are one table (:class:`ExitCode`).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import dataclasses
 import enum
 import functools
 import json
 import shlex
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from ..errors import (
 )
 from ..markers import is_valid_group_id
 from ..models import GroupMetadata, TaskStatus
-from ..runtime.coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker
+from ..runtime.coordinator import AsyncParallelCoordinator, find_repo_root, make_tracker, sole_exception
 from ..state.readers import StoredGroup, read_stored_group
 from ..tasks import TaskRecord, loads_tasks
 from ..textsafe import one_line
@@ -371,15 +372,12 @@ _T = TypeVar("_T")
 
 
 class SignalWatch:
-    """SIGINT/SIGTERM handlers for a command that runs coordinators and then prints their final state.
+    """SIGINT/SIGTERM handlers around a run of coordinators *and* the printing of its final state.
 
-    While the run goes on, a signal interrupts the coordinators (through the
-    event loop: :meth:`arm`).  Once the run has returned its final state, a
-    signal is only noted (``late``): the state is printed and the command exits
-    with the state's code, instead of a ``KeyboardInterrupt`` losing the output
-    mid-print.  Before the run starts, a signal stops the command as before.
-    Used as a context manager around the run *and* the printing; the previous
-    handlers come back on exit.
+    While the run goes on, a signal interrupts the coordinators (:meth:`arm`); once the final state
+    is returned, a signal is only noted (``late``), so the state is printed and the command exits
+    with its code instead of a ``KeyboardInterrupt`` losing the output.  Before the run, a signal
+    stops the command as before; the previous handlers come back on exit.
     """
 
     _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -398,8 +396,7 @@ class SignalWatch:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.finished and _WHOLE_PROCESS[0]:
-            # The process exits with the state's code next.  Ignored, not merely noted: the
-            # interpreter resets Python-level handlers to the default as it shuts down.
+            # The process exits with the state's code next: ignored (Python resets handlers at exit).
             for ignored in self._SIGNALS:
                 signal.signal(ignored, signal.SIG_IGN)
             return
@@ -430,40 +427,55 @@ def run_with_signals(
 ) -> tuple[_T, list[int]]:
     """Run ``body`` under anyio; SIGINT/SIGTERM interrupt the coordinators (a second one: no grace).
 
-    Returns what ``body`` returned and the signals received while it ran.  A
-    library error is raised as itself, never wrapped in an exception group.
-    Given a ``watch`` (entered by the caller around the printing too), a signal
-    after ``body`` returned is only noted there.
+    Returns what ``body`` returned and the signals received while it ran; a library error is raised
+    as itself.  Given a ``watch`` (entered around the printing too), a later signal is only noted.
     """
     failure: list[MaestroError] = []
-    own = watch is None
     signals = SignalWatch() if watch is None else watch
 
     async def guarded() -> _T | None:
         outcome: _T | None = None
-        # anyio has no non-blocking hand-off from a signal handler to the loop; the CLI runs on asyncio
-        # (aiofiles needs it), whose call_soon_threadsafe is safe to call from a handler.
-        loop = asyncio.get_running_loop()
+        # The handler only writes the signal's number to a socket; a task of ours reads it and
+        # interrupts the coordinators.  Never removed mid-run: no signal raises KeyboardInterrupt.
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
 
-        def interrupt(signum: int, count: int) -> None:
-            name = signal.Signals(signum).name
-            if count == 1:
-                state.progress(f"{name}: stopping every agent (again to kill them at once)")
-            for coordinator in coordinators:
-                coordinator.interrupt(f"interrupted by {name}", force=count > 1)
+        async def relay() -> None:
+            count = 0
+            while True:
+                await anyio.wait_readable(reader)
+                for signum in reader.recv(64):
+                    count += 1
+                    name = signal.Signals(signum).name
+                    if count == 1:
+                        state.progress(f"{name}: stopping every agent (again to kill them at once)")
+                    for coordinator in coordinators:
+                        coordinator.interrupt(f"interrupted by {name}", force=count > 1)
 
-        # A Python-level handler hands the signal to the loop; it is never removed mid-run,
-        # so no instant is left where a signal would raise KeyboardInterrupt instead.
-        signals.arm(lambda signum: loop.call_soon_threadsafe(interrupt, signum, len(signals.received)))
+        def hand_over(signum: int) -> None:
+            with contextlib.suppress(OSError):
+                writer.send(bytes([signum]))
+
+        reader.setblocking(False)
         try:
-            outcome = await body(signals.received)
-        except MaestroError as exc:
-            failure.append(exc)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay)
+                signals.arm(hand_over)
+                try:
+                    outcome = await body(signals.received)
+                except MaestroError as exc:
+                    failure.append(exc)
+                finally:
+                    signals.arm(None)
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise (sole_exception(group) or group) from None  # a bug in the body surfaces as itself
         finally:
-            signals.arm(None)
+            reader.close()
+            writer.close()
         return outcome
 
-    if own:
+    if watch is None:
         with signals:
             result = anyio.run(guarded)
     else:
