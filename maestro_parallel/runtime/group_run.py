@@ -418,16 +418,17 @@ class GroupRun:
                 if status in ("closed", "completed"):
                     self.attempts.closed_elsewhere(task_id)
 
+    async def _fail_unlaunched(self, task_id: str, error: str) -> None:
+        """A task that will not launch: counted as launched (for the phase change), then failed."""
+        await self.note_launched(task_id)
+        await self.emit("task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error=error)
+
     async def _run_task(self, plan: LaunchPlan, limiter: anyio.CapacityLimiter, launches: anyio.abc.TaskGroup) -> None:
         task_id = plan.record.task_id
         try:
             serial_error = await wait_for_earlier(self, plan)
             if serial_error is not None:
-                await self.note_launched(task_id)
-                await self.emit(
-                    "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
-                    error=serial_error,
-                )  # fmt: skip
+                await self._fail_unlaunched(task_id, serial_error)
                 return
             async with limiter, (self.agents if self.agents is not None else nullcontext()):
                 if self.stop.halted:
@@ -438,28 +439,14 @@ class GroupRun:
                 await plan.prepared.wait()
                 refusal = self.budget.refusal()
                 if refusal is not None:  # a cap was reached: nothing new launches
-                    await self.note_launched(task_id)
-                    await self.emit(
-                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None, error=refusal
-                    )
+                    await self._fail_unlaunched(task_id, refusal)
                     return
                 if plan.problem is not None or not plan.argv:
-                    await self.note_launched(task_id)
-                    await self.emit(
-                        "task_finished",
-                        task_id=task_id,
-                        status=TaskStatus.FAILED.value,
-                        exit_code=None,
-                        error=plan.problem or "not prepared",
-                    )
+                    await self._fail_unlaunched(task_id, plan.problem or "not prepared")
                     return
                 setup_error = await setup_worktree(self, plan)
                 if setup_error is not None:
-                    await self.note_launched(task_id)
-                    await self.emit(
-                        "task_finished", task_id=task_id, status=TaskStatus.FAILED.value, exit_code=None,
-                        error=setup_error,
-                    )  # fmt: skip
+                    await self._fail_unlaunched(task_id, setup_error)
                     return
                 verdict, exit_code = await self.attempts.run(plan)
                 completed, error = verdict.completed, verdict.error
