@@ -6,7 +6,11 @@ In one run, on one freshly built repository of ``--files`` files:
   bounded) against a bare sequential loop of ``git worktree add``; each side is
   timed ``--rounds`` times, alternating which goes first, after ``sync`` so that
   neither pays for the other's writeback, and the best time of each is kept.  The
-  ratio maestro / loop is the figure of merit (target ≤ 1.3).
+  ratio maestro / loop is the figure of merit (target ≤ 1.3).  Nothing is deleted
+  until every round is timed: on ext4 without a journal, creating inodes right
+  after a mass deletion scans the recently deleted ones (``recently_deleted`` in
+  the kernel's inode allocator) and runs up to five times slower for minutes, so
+  a side timed after the other side's cleanup measured the file system, not git.
 - **disk**: what one worktree costs: its files (``du``) and its admin folder
   (index, HEAD) under ``.git/worktrees``.
 - **merge queue**: one commit on each task branch (commit-back), then
@@ -18,6 +22,7 @@ Usage: ``python benchmarks/worktrees.py [--files 20000] [--tasks 20] [--rounds 2
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -66,21 +71,17 @@ def du_kib(path: Path) -> int:
     return int(subprocess.run(["du", "-sk", str(path)], check=True, capture_output=True, text=True).stdout.split()[0])
 
 
-def bare_loop(repo: Path, tasks: int, sha: str) -> float:
-    """The baseline: ``git worktree add`` for each task, one after another."""
-    base = repo.parent / "loop"
+def bare_loop(repo: Path, tasks: int, sha: str, round_: int) -> float:
+    """The baseline: ``git worktree add`` for each task, one after another (kept until the end)."""
+    base = repo.parent / f"loop-{round_}"
     started = time.perf_counter()
     for index in range(tasks):
         subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "-q", "-b", f"loop/t-{index}", str(base / f"t-{index}"), sha],
+            ["git", "-C", str(repo), "worktree", "add", "-q", "-b", f"loop-{round_}/t-{index}", str(base / f"t-{index}"), sha],
             check=True,
             capture_output=True,
         )
-    elapsed = time.perf_counter() - started
-    for index in range(tasks):
-        git(repo, "worktree", "remove", "--force", str(base / f"t-{index}"))
-        git(repo, "branch", "-D", f"loop/t-{index}")
-    return elapsed
+    return time.perf_counter() - started
 
 
 async def maestro_setup(repo: Path, tasks: int, group: str) -> tuple[float, dict[str, TaskWorkspace]]:
@@ -131,25 +132,25 @@ def main() -> None:
         loop_times: list[float] = []
         maestro_times: list[float] = []
         workspaces: dict[str, TaskWorkspace] = {}
+        group = "bench-0"
         for round_ in range(args.rounds):
-            # Alternate which side goes first, and flush the previous side's writes (and the
-            # deletions of its cleanup) before timing: neither side pays for the other's disk work.
+            # Alternate which side goes first and flush the previous side's writes before
+            # timing; nothing is deleted between timings (see the module's docstring).
             for side in ("loop", "maestro") if round_ % 2 == 0 else ("maestro", "loop"):
                 os.sync()
                 if side == "loop":
-                    loop_times.append(bare_loop(repo, args.tasks, sha))
+                    loop_times.append(bare_loop(repo, args.tasks, sha, round_))
                     continue
-                if workspaces:
-                    anyio.run(lambda: clean(repo, "bench", force=True))
-                    os.sync()
-                elapsed, workspaces = anyio.run(maestro_setup, repo, args.tasks, "bench")
+                group = f"bench-{round_}"
+                elapsed, workspaces = anyio.run(maestro_setup, repo, args.tasks, group)
                 maestro_times.append(elapsed)
         one = next(iter(workspaces.values()))
         admin = Path(git(one.path, "rev-parse", "--absolute-git-dir"))
         disk_files, disk_admin = du_kib(one.path), du_kib(admin)
-        committed, merged, count = anyio.run(merge_queue, repo, "bench", workspaces)
-        anyio.run(lambda: clean(repo, "bench", force=True))
-        shutil.rmtree(repo.parent / "loop", ignore_errors=True)
+        committed, merged, count = anyio.run(merge_queue, repo, group, workspaces)
+        for round_ in range(args.rounds):
+            anyio.run(functools.partial(clean, repo, f"bench-{round_}", force=True))
+            shutil.rmtree(repo.parent / f"loop-{round_}", ignore_errors=True)
     best_loop, best_maestro = min(loop_times), min(maestro_times)
     report: dict[str, Any] = {
         "files": args.files,
