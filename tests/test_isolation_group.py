@@ -11,29 +11,44 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from isolation_support import commit_file, git, hermetic_git, make_repo
+from isolation_support import commit_file, git, hermetic_git, make_repo, pid_alive
 
 __all__ = ("hermetic_git",)
 
-#: Writes ``write=<path>:<text>`` files in its cwd, records where it ran, exits ``exit=<n>``.
+#: Follows the directives of its prompt in order: ``write=<path>:<text>`` and ``append=<path>:<text>``
+#: (in its cwd), ``exists=<path>`` (records whether it is there), ``commit=<message>`` and
+#: ``commit-no-verify=<message>`` (``git add -A`` and its own ``git commit``, recording git's exit code);
+#: records where it ran, exits ``exit=<n>``.
 AGENT = r"""
-import json, os, re, sys
+import json, os, re, subprocess, sys
 task = sys.argv[1]
 prompt = open(os.environ["MAESTRO_PROMPT_FILE"], encoding="utf-8").read()
-for path, text in re.findall(r"append=(\S+?):(\S+)", prompt):
-    with open(path, "a") as f:
-        f.write(text + "\n")
-for path, text in re.findall(r"write=(\S+?):(\S+)", prompt):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text + "\n")
+exists, commits = {}, []
+for kind, path, text in re.findall(r"\b(append|write|exists|commit-no-verify|commit)=([^\s:]+)(?::(\S+))?", prompt):
+    if kind == "append":
+        with open(path, "a") as f:
+            f.write(text + "\n")
+    elif kind == "write":
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    elif kind == "exists":
+        exists[path] = os.path.isfile(path)
+    else:
+        subprocess.run(["git", "add", "-A"], check=True)
+        flags = ["--no-verify"] if kind == "commit-no-verify" else []
+        done = subprocess.run(["git", "commit", "-q", *flags, "-m", path], capture_output=True,
+                              env={**os.environ, "HOOK_CALLER": "agent " + task})
+        commits.append([path, done.returncode])
 record = {"cwd": os.getcwd(), "worktree": os.environ.get("MAESTRO_WORKTREE"),
           "repo_root": os.environ["MAESTRO_REPO_ROOT"], "argv": sys.argv[1:],
-          "git_dir": os.environ.get("GIT_DIR"), "env_file": open(".env").read() if os.path.exists(".env") else None}
+          "git_dir": os.environ.get("GIT_DIR"), "env_file": open(".env").read() if os.path.exists(".env") else None,
+          "exists": exists, "commits": commits}
 with open(os.path.join(os.environ["RECORDS"], task + ".json"), "a") as f:
     f.write(json.dumps(record) + "\n")
 m = re.search(r"exit=(\d+)", prompt)
@@ -350,3 +365,58 @@ def test_a_target_checked_out_in_another_worktree_blocks_with_the_command_that_l
     subprocess.run(command.split(), check=True, capture_output=True)
     assert (other / "a.py").read_text() == "one\n"
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "feature" and (repo / "a.py").read_text() == "a = 0\n"
+
+
+#: A setup that hangs: prints a line, starts a child that ignores SIGTERM, records both pids, sleeps.
+HANGING_SETUP = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("installing deps", flush=True)
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "print('ready', flush=True); time.sleep(300)"], stdout=subprocess.PIPE)
+child.stdout.readline()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {child.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+"""
+
+
+def wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Poll until none of ``pids`` is alive (a zombie counts as gone); the survivors at the deadline."""
+    deadline = time.monotonic() + timeout
+    while (alive := [pid for pid in pids if pid_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+def test_a_hanging_setup_times_out_and_leaves_no_process_of_its_group(tmp_path: Path) -> None:
+    pids_file = tmp_path / "setup.pids"
+    setup = [sys.executable, "-c", HANGING_SETUP, str(pids_file)]
+    repo = setup_repo(tmp_path, isolation=f"setup = {json.dumps(setup)}\nsetup_timeout_seconds = 1")
+    head, status = git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain", "--untracked-files=all")
+    started = time.monotonic()
+    code, meta, stderr = execute(repo, [task("t1", "write=a.py:x")])
+    elapsed = time.monotonic() - started
+    assert code == 1, stderr
+    assert elapsed < 30, elapsed
+    t1 = result(meta, "t1")
+    assert meta["status"] == "failed" and t1["status"] == "failed"
+    assert t1["error"] == "setup failed: timed out after 1 s"
+    assert any(e.startswith("t1: setup failed: timed out") for e in meta["errors"])
+    assert "installing deps" in (repo / t1["log_path"]).read_text()
+    assert records(tmp_path, "t1") == []  # the agent never ran
+    # Both the setup and the child it started (which ignore SIGTERM) were killed with the group.
+    assert pids_file.exists(), "the setup never got as far as starting its child"
+    pids = [int(pid) for pid in pids_file.read_text().split()]
+    assert len(pids) == 2
+    assert wait_until_gone(pids) == []
+    # ...by the setup's own timeout, not by the end-of-run sweep for strays (which would say so in a warning).
+    events = [json.loads(line) for line in
+              (repo / ".flow/maestro/parallel_groups/g/events.jsonl").read_text().splitlines()]  # fmt: skip
+    assert not [e for e in events if e["event"] == "warning" and "process group(s) left by" in e.get("message", "")]
+    # The user's checkout is untouched: same commit, same branch, git status as before (its own config file).
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == status == "?? .flow/maestro/config.toml"
+    assert (repo / "a.py").read_text() == "a = 0\n"
