@@ -21,15 +21,16 @@ from isolation_support import commit_file, git, hermetic_git, make_repo, pid_ali
 __all__ = ("hermetic_git",)
 
 #: Follows the directives of its prompt in order: ``write=<path>:<text>`` and ``append=<path>:<text>``
-#: (in its cwd), ``exists=<path>`` (records whether it is there), ``commit=<message>`` and
-#: ``commit-no-verify=<message>`` (``git add -A`` and its own ``git commit``, recording git's exit code);
+#: (in its cwd), ``exists=<path>`` (records whether it is there), ``commit=<message>``,
+#: ``commit-no-verify=<message>`` and ``commit-no-hooks=<message>`` (``git add -A`` and its own
+#: ``git commit``, plain, with ``--no-verify`` or with no hooks path, recording git's exit code);
 #: records where it ran, exits ``exit=<n>``.
 AGENT = r"""
 import json, os, re, subprocess, sys
 task = sys.argv[1]
 prompt = open(os.environ["MAESTRO_PROMPT_FILE"], encoding="utf-8").read()
 exists, commits = {}, []
-for kind, path, text in re.findall(r"\b(append|write|exists|commit-no-verify|commit)=([^\s:]+)(?::(\S+))?", prompt):
+for kind, path, text in re.findall(r"\b(append|write|exists|commit-no-verify|commit-no-hooks|commit)=([^\s:]+)(?::(\S+))?", prompt):
     if kind == "append":
         with open(path, "a") as f:
             f.write(text + "\n")
@@ -41,8 +42,9 @@ for kind, path, text in re.findall(r"\b(append|write|exists|commit-no-verify|com
         exists[path] = os.path.isfile(path)
     else:
         subprocess.run(["git", "add", "-A"], check=True)
-        flags = ["--no-verify"] if kind == "commit-no-verify" else []
-        done = subprocess.run(["git", "commit", "-q", *flags, "-m", path], capture_output=True,
+        flags = {"commit-no-verify": ["commit", "--no-verify"], "commit-no-hooks": ["-c", "core.hooksPath=" + os.devnull,
+                 "commit"]}.get(kind, ["commit"])
+        done = subprocess.run(["git", *flags, "-q", "-m", path], capture_output=True,
                               env={**os.environ, "HOOK_CALLER": "agent " + task})
         commits.append([path, done.returncode])
 record = {"cwd": os.getcwd(), "worktree": os.environ.get("MAESTRO_WORKTREE"),
@@ -420,3 +422,69 @@ def test_a_hanging_setup_times_out_and_leaves_no_process_of_its_group(tmp_path: 
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
     assert git(repo, "status", "--porcelain", "--untracked-files=all") == status == "?? .flow/maestro/config.toml"
     assert (repo / "a.py").read_text() == "a = 0\n"
+
+
+#: Every hook a commit, a merge or a checkout can run: each logs its name and its caller, then fails.
+HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "pre-merge-commit", "post-merge",
+         "post-checkout", "post-rewrite")  # fmt: skip
+
+
+def install_failing_hooks(repo: Path, log: Path) -> None:
+    """Hooks in ``.git/hooks`` (shared by every worktree) that record each run in ``log`` and exit 1."""
+    for name in HOOKS:
+        hook = repo / ".git" / "hooks" / name
+        hook.write_text(f'#!/bin/sh\necho "{name} ${{HOOK_CALLER:-maestro}}" >> {log}\nexit 1\n')
+        hook.chmod(0o755)
+
+
+def test_failing_commit_hooks_never_block_or_lose_an_agents_work(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    log = tmp_path / "hooks.log"
+    install_failing_hooks(repo, log)
+    tasks = [
+        task("t1", "write=a.py:one"),  # leaves its work uncommitted: maestro commits it
+        # Both its own commits are refused: pre-commit, then prepare-commit-msg (which --no-verify does not skip).
+        task("t2", "write=b.py:two commit=t2-hooked commit-no-verify=t2-no-verify"),
+        # Commits some of its work itself (past the hooks), then leaves one file uncommitted.
+        task("t3", "write=c.py:three commit-no-hooks=t3-own write=new/d.py:four"),
+    ]
+    code, meta, stderr = execute(repo, tasks)
+    assert code == 0, (meta["errors"], stderr)
+    assert meta["status"] == "completed" and meta["landed"] is True
+    assert all(r["status"] == "completed" and r["closed"] for r in meta["results"])
+    # Everything the agents wrote is on main, in the checkout, and the checkout is clean.
+    assert (repo / "a.py").read_text() == "one\n"
+    assert (repo / "b.py").read_text() == "two\n"
+    assert (repo / "c.py").read_text() == "three\n"
+    assert (repo / "new" / "d.py").read_text() == "four\n"
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert meta["landed_sha"] == git(repo, "rev-parse", "main")
+    assert result(meta, "t3")["changed_files"] == ["c.py", "new/d.py"]
+    # The agents' commits went as the hooks decided; the one that got through is kept on main, next to
+    # maestro's commits of what each agent left and its merge commits.
+    assert records(tmp_path, "t2")[0]["commits"] == [["t2-hooked", 1], ["t2-no-verify", 1]]
+    assert records(tmp_path, "t3")[0]["commits"] == [["t3-own", 0]]
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert {"t1: task t1", "t2: task t2", "t3-own", "t3: task t3"} <= set(subjects)
+    assert {"Merge t1: task t1", "Merge t2: task t2", "Merge t3: task t3"} <= set(subjects)
+    assert "t2-hooked" not in subjects and "t2-no-verify" not in subjects
+    # The hooks work (they refused the agent's commits), yet none ran for a commit, merge or checkout of
+    # maestro's (commit-back, the queue's merge commits, the integration worktree). Only the landing, a
+    # fast-forward in the user's checkout, ran post-merge, as the user's own `git merge --ff-only` does;
+    # git ignores its exit code, and the work landed.
+    runs = log.read_text().splitlines()
+    assert runs == ["pre-commit agent t2", "prepare-commit-msg agent t2", "post-merge maestro"]
+
+
+def test_failing_commit_hooks_do_not_stop_a_squash_merge_queue(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path, isolation='merge = "squash"')
+    log = tmp_path / "hooks.log"
+    install_failing_hooks(repo, log)
+    code, meta, stderr = execute(repo, [task("t1", "write=a.py:one commit-no-hooks=t1-own write=b.py:two")])
+    assert code == 0, (meta["errors"], stderr)
+    assert meta["landed"] is True and result(meta, "t1")["closed"] is True
+    assert (repo / "a.py").read_text() == "one\n" and (repo / "b.py").read_text() == "two\n"
+    assert git(repo, "log", "--format=%s", "-n", "1", "main") == "t1: task t1"  # one squashed commit
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert log.read_text().splitlines() == ["post-merge maestro"]  # the landing's fast-forward only
