@@ -488,3 +488,35 @@ def test_failing_commit_hooks_do_not_stop_a_squash_merge_queue(tmp_path: Path) -
     assert git(repo, "log", "--format=%s", "-n", "1", "main") == "t1: task t1"  # one squashed commit
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
     assert log.read_text().splitlines() == ["post-merge maestro"]  # the landing's fast-forward only
+
+
+def test_a_submodule_is_initialised_in_every_worktree_and_the_work_lands(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    lib = make_repo(tmp_path / "lib", {"lib.txt": "lib\n"})
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-q", "-m", "add the lib submodule")
+    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    tasks = [
+        task("t1", "exists=vendor/lib/lib.txt write=a.py:one"),
+        task("t2", "exists=vendor/lib/lib.txt write=b.py:two"),
+    ]
+    code, meta, stderr = execute(repo, tasks)
+    assert code == 0, (meta["errors"], stderr)
+    assert meta["status"] == "completed" and meta["landed"] is True
+    # Each agent found the submodule checked out in its own worktree.
+    for task_id in ("t1", "t2"):
+        (seen,) = records(tmp_path, task_id)
+        assert Path(seen["cwd"]) == repo / ".flow" / "maestro" / "worktrees" / "g" / task_id
+        assert seen["exists"] == {"vendor/lib/lib.txt": True}
+        assert result(meta, task_id)["status"] == "completed" and result(meta, task_id)["closed"] is True
+    # The work landed; the submodule is as it was (same commit, still checked out); the checkout is clean.
+    assert (repo / "a.py").read_text() == "one\n" and (repo / "b.py").read_text() == "two\n"
+    assert (repo / "vendor" / "lib" / "lib.txt").read_text() == "lib\n"
+    assert git(repo, "submodule", "status").split()[0] == git(lib, "rev-parse", "HEAD")  # no +, - or U
+    assert result(meta, "t1")["changed_files"] == ["a.py"]
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == status
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    # Landed tasks leave nothing behind, submodule or not.
+    assert branches(repo) == {"main"}
+    assert not (repo / ".flow" / "maestro" / "worktrees" / "g" / "t1").exists()
+    assert "worktrees" not in git(repo, "worktree", "list")
