@@ -11,29 +11,46 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from isolation_support import commit_file, git, hermetic_git, make_repo
+from isolation_support import commit_file, git, hermetic_git, make_repo, pid_alive
 
 __all__ = ("hermetic_git",)
 
-#: Writes ``write=<path>:<text>`` files in its cwd, records where it ran, exits ``exit=<n>``.
+#: Follows the directives of its prompt in order: ``write=<path>:<text>`` and ``append=<path>:<text>``
+#: (in its cwd), ``exists=<path>`` (records whether it is there), ``commit=<message>``,
+#: ``commit-no-verify=<message>`` and ``commit-no-hooks=<message>`` (``git add -A`` and its own
+#: ``git commit``, plain, with ``--no-verify`` or with no hooks path, recording git's exit code);
+#: records where it ran, exits ``exit=<n>``.
 AGENT = r"""
-import json, os, re, sys
+import json, os, re, subprocess, sys
 task = sys.argv[1]
 prompt = open(os.environ["MAESTRO_PROMPT_FILE"], encoding="utf-8").read()
-for path, text in re.findall(r"append=(\S+?):(\S+)", prompt):
-    with open(path, "a") as f:
-        f.write(text + "\n")
-for path, text in re.findall(r"write=(\S+?):(\S+)", prompt):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text + "\n")
+exists, commits = {}, []
+for kind, path, text in re.findall(r"\b(append|write|exists|commit-no-verify|commit-no-hooks|commit)=([^\s:]+)(?::(\S+))?", prompt):
+    if kind == "append":
+        with open(path, "a") as f:
+            f.write(text + "\n")
+    elif kind == "write":
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    elif kind == "exists":
+        exists[path] = os.path.isfile(path)
+    else:
+        subprocess.run(["git", "add", "-A"], check=True)
+        flags = {"commit-no-verify": ["commit", "--no-verify"], "commit-no-hooks": ["-c", "core.hooksPath=" + os.devnull,
+                 "commit"]}.get(kind, ["commit"])
+        done = subprocess.run(["git", *flags, "-q", "-m", path], capture_output=True,
+                              env={**os.environ, "HOOK_CALLER": "agent " + task})
+        commits.append([path, done.returncode])
 record = {"cwd": os.getcwd(), "worktree": os.environ.get("MAESTRO_WORKTREE"),
           "repo_root": os.environ["MAESTRO_REPO_ROOT"], "argv": sys.argv[1:],
-          "git_dir": os.environ.get("GIT_DIR"), "env_file": open(".env").read() if os.path.exists(".env") else None}
+          "git_dir": os.environ.get("GIT_DIR"), "env_file": open(".env").read() if os.path.exists(".env") else None,
+          "exists": exists, "commits": commits}
 with open(os.path.join(os.environ["RECORDS"], task + ".json"), "a") as f:
     f.write(json.dumps(record) + "\n")
 m = re.search(r"exit=(\d+)", prompt)
@@ -350,3 +367,156 @@ def test_a_target_checked_out_in_another_worktree_blocks_with_the_command_that_l
     subprocess.run(command.split(), check=True, capture_output=True)
     assert (other / "a.py").read_text() == "one\n"
     assert git(repo, "symbolic-ref", "--short", "HEAD") == "feature" and (repo / "a.py").read_text() == "a = 0\n"
+
+
+#: A setup that hangs: prints a line, starts a child that ignores SIGTERM, records both pids, sleeps.
+HANGING_SETUP = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("installing deps", flush=True)
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "print('ready', flush=True); time.sleep(300)"], stdout=subprocess.PIPE)
+child.stdout.readline()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {child.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+"""
+
+
+def wait_until_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Poll until none of ``pids`` is alive (a zombie counts as gone); the survivors at the deadline."""
+    deadline = time.monotonic() + timeout
+    while (alive := [pid for pid in pids if pid_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+def test_a_hanging_setup_times_out_and_leaves_no_process_of_its_group(tmp_path: Path) -> None:
+    pids_file = tmp_path / "setup.pids"
+    setup = [sys.executable, "-c", HANGING_SETUP, str(pids_file)]
+    repo = setup_repo(tmp_path, isolation=f"setup = {json.dumps(setup)}\nsetup_timeout_seconds = 1")
+    head, status = git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain", "--untracked-files=all")
+    started = time.monotonic()
+    code, meta, stderr = execute(repo, [task("t1", "write=a.py:x")])
+    elapsed = time.monotonic() - started
+    assert code == 1, stderr
+    assert elapsed < 30, elapsed
+    t1 = result(meta, "t1")
+    assert meta["status"] == "failed" and t1["status"] == "failed"
+    assert t1["error"] == "setup failed: timed out after 1 s"
+    assert any(e.startswith("t1: setup failed: timed out") for e in meta["errors"])
+    assert "installing deps" in (repo / t1["log_path"]).read_text()
+    assert records(tmp_path, "t1") == []  # the agent never ran
+    # Both the setup and the child it started (which ignore SIGTERM) were killed with the group.
+    assert pids_file.exists(), "the setup never got as far as starting its child"
+    pids = [int(pid) for pid in pids_file.read_text().split()]
+    assert len(pids) == 2
+    assert wait_until_gone(pids) == []
+    # ...by the setup's own timeout, not by the end-of-run sweep for strays (which would say so in a warning).
+    events = [json.loads(line) for line in
+              (repo / ".flow/maestro/parallel_groups/g/events.jsonl").read_text().splitlines()]  # fmt: skip
+    assert not [e for e in events if e["event"] == "warning" and "process group(s) left by" in e.get("message", "")]
+    # The user's checkout is untouched: same commit, same branch, git status as before (its own config file).
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == status == "?? .flow/maestro/config.toml"
+    assert (repo / "a.py").read_text() == "a = 0\n"
+
+
+#: Every hook a commit, a merge or a checkout can run: each logs its name and its caller, then fails.
+HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "pre-merge-commit", "post-merge",
+         "post-checkout", "post-rewrite")  # fmt: skip
+
+
+def install_failing_hooks(repo: Path, log: Path) -> None:
+    """Hooks in ``.git/hooks`` (shared by every worktree) that record each run in ``log`` and exit 1."""
+    for name in HOOKS:
+        hook = repo / ".git" / "hooks" / name
+        hook.write_text(f'#!/bin/sh\necho "{name} ${{HOOK_CALLER:-maestro}}" >> {log}\nexit 1\n')
+        hook.chmod(0o755)
+
+
+def test_failing_commit_hooks_never_block_or_lose_an_agents_work(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    log = tmp_path / "hooks.log"
+    install_failing_hooks(repo, log)
+    tasks = [
+        task("t1", "write=a.py:one"),  # leaves its work uncommitted: maestro commits it
+        # Both its own commits are refused: pre-commit, then prepare-commit-msg (which --no-verify does not skip).
+        task("t2", "write=b.py:two commit=t2-hooked commit-no-verify=t2-no-verify"),
+        # Commits some of its work itself (past the hooks), then leaves one file uncommitted.
+        task("t3", "write=c.py:three commit-no-hooks=t3-own write=new/d.py:four"),
+    ]
+    code, meta, stderr = execute(repo, tasks)
+    assert code == 0, (meta["errors"], stderr)
+    assert meta["status"] == "completed" and meta["landed"] is True
+    assert all(r["status"] == "completed" and r["closed"] for r in meta["results"])
+    # Everything the agents wrote is on main, in the checkout, and the checkout is clean.
+    assert (repo / "a.py").read_text() == "one\n"
+    assert (repo / "b.py").read_text() == "two\n"
+    assert (repo / "c.py").read_text() == "three\n"
+    assert (repo / "new" / "d.py").read_text() == "four\n"
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert meta["landed_sha"] == git(repo, "rev-parse", "main")
+    assert result(meta, "t3")["changed_files"] == ["c.py", "new/d.py"]
+    # The agents' commits went as the hooks decided; the one that got through is kept on main, next to
+    # maestro's commits of what each agent left and its merge commits.
+    assert records(tmp_path, "t2")[0]["commits"] == [["t2-hooked", 1], ["t2-no-verify", 1]]
+    assert records(tmp_path, "t3")[0]["commits"] == [["t3-own", 0]]
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert {"t1: task t1", "t2: task t2", "t3-own", "t3: task t3"} <= set(subjects)
+    assert {"Merge t1: task t1", "Merge t2: task t2", "Merge t3: task t3"} <= set(subjects)
+    assert "t2-hooked" not in subjects and "t2-no-verify" not in subjects
+    # The hooks work (they refused the agent's commits), yet none ran for a commit, merge or checkout of
+    # maestro's (commit-back, the queue's merge commits, the integration worktree). Only the landing, a
+    # fast-forward in the user's checkout, ran post-merge, as the user's own `git merge --ff-only` does;
+    # git ignores its exit code, and the work landed.
+    runs = log.read_text().splitlines()
+    assert runs == ["pre-commit agent t2", "prepare-commit-msg agent t2", "post-merge maestro"]
+
+
+def test_failing_commit_hooks_do_not_stop_a_squash_merge_queue(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path, isolation='merge = "squash"')
+    log = tmp_path / "hooks.log"
+    install_failing_hooks(repo, log)
+    code, meta, stderr = execute(repo, [task("t1", "write=a.py:one commit-no-hooks=t1-own write=b.py:two")])
+    assert code == 0, (meta["errors"], stderr)
+    assert meta["landed"] is True and result(meta, "t1")["closed"] is True
+    assert (repo / "a.py").read_text() == "one\n" and (repo / "b.py").read_text() == "two\n"
+    assert git(repo, "log", "--format=%s", "-n", "1", "main") == "t1: task t1"  # one squashed commit
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert log.read_text().splitlines() == ["post-merge maestro"]  # the landing's fast-forward only
+
+
+def test_a_submodule_is_initialised_in_every_worktree_and_the_work_lands(tmp_path: Path) -> None:
+    repo = setup_repo(tmp_path)
+    lib = make_repo(tmp_path / "lib", {"lib.txt": "lib\n"})
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-q", "-m", "add the lib submodule")
+    status = git(repo, "status", "--porcelain", "--untracked-files=all")
+    tasks = [
+        task("t1", "exists=vendor/lib/lib.txt write=a.py:one"),
+        task("t2", "exists=vendor/lib/lib.txt write=b.py:two"),
+    ]
+    code, meta, stderr = execute(repo, tasks)
+    assert code == 0, (meta["errors"], stderr)
+    assert meta["status"] == "completed" and meta["landed"] is True
+    # Each agent found the submodule checked out in its own worktree.
+    for task_id in ("t1", "t2"):
+        (seen,) = records(tmp_path, task_id)
+        assert Path(seen["cwd"]) == repo / ".flow" / "maestro" / "worktrees" / "g" / task_id
+        assert seen["exists"] == {"vendor/lib/lib.txt": True}
+        assert result(meta, task_id)["status"] == "completed" and result(meta, task_id)["closed"] is True
+    # The work landed; the submodule is as it was (same commit, still checked out); the checkout is clean.
+    assert (repo / "a.py").read_text() == "one\n" and (repo / "b.py").read_text() == "two\n"
+    assert (repo / "vendor" / "lib" / "lib.txt").read_text() == "lib\n"
+    assert git(repo, "submodule", "status").split()[0] == git(lib, "rev-parse", "HEAD")  # no +, - or U
+    assert result(meta, "t1")["changed_files"] == ["a.py"]
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == status
+    assert git(repo, "symbolic-ref", "--short", "HEAD") == "main"
+    # Landed tasks leave nothing behind, submodule or not.
+    assert branches(repo) == {"main"}
+    assert not (repo / ".flow" / "maestro" / "worktrees" / "g" / "t1").exists()
+    assert "worktrees" not in git(repo, "worktree", "list")

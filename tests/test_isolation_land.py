@@ -17,6 +17,7 @@ from maestro_parallel.isolation.land import (
     kept_worktrees,
     land,
     release_group,
+    unsaved_work,
 )
 from maestro_parallel.isolation.queue import QueueItem, QueueResult, run_merge_queue
 from maestro_parallel.isolation.workspace import RepoState, create_worktree, resolve_base
@@ -205,3 +206,24 @@ async def test_release_after_landing_keeps_failed_work(tmp_path: Path, policy: s
     assert "maestro/integrate/g" not in branches
     assert ("maestro/g/t-1" in branches) is (policy == "always")
     assert report.kept == []
+
+
+async def test_a_worktree_with_a_submodule_goes_unless_its_submodule_holds_commits_made_there(tmp_path: Path) -> None:
+    lib = make_repo(tmp_path / "lib", {"lib.txt": "lib\n"})
+    repo = make_repo(tmp_path / "r")
+    git(repo, "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-q", "-m", "add the lib submodule")
+    state = await state_of(repo)
+    sha = git(repo, "rev-parse", "HEAD")
+    untouched = await create_worktree(state, "g", "t-1", sha)
+    bumped = await create_worktree(state, "g", "t-2", sha)
+    commit_file(bumped.path / "vendor" / "lib", "lib.txt", "changed\n")  # a commit only this submodule holds
+    git(bumped.path, "commit", "-q", "-am", "bump the lib")
+    why = "commits on no remote branch in its submodule vendor/lib"
+    assert await unsaved_work(untouched.path) is None
+    assert await unsaved_work(bumped.path) == why
+    report = await clean(repo, "g")
+    assert report.worktrees_removed == [str(untouched.path)]  # git alone refuses: it has a submodule
+    assert f"{bumped.path} has {why} (use --force to remove it)" in report.kept
+    assert (bumped.path / "vendor" / "lib" / "lib.txt").read_text() == "changed\n"
+    assert (await clean(repo, "g", force=True)).worktrees_removed == [str(bumped.path)]

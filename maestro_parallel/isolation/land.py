@@ -10,7 +10,9 @@ that lands it by hand.
 
 Cleanup removes worktrees and ``maestro/`` branches, and refuses to delete a
 branch whose commits are on no other branch (unless forced), so that nothing
-an agent wrote is lost by tidying up.
+an agent wrote is lost by tidying up.  A worktree with submodules checked out
+(which git removes only when forced) goes once nothing in it, its submodules
+included, would be lost.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = (
     "land",
     "release_group",
     "remove_worktree",
+    "unsaved_work",
 )
 
 
@@ -193,11 +196,45 @@ async def kept_worktrees(repo_root: Path, group_id: str | None = None) -> list[K
     return found
 
 
+#: Run in each submodule (``git submodule foreach``): prints its path when its HEAD is on none of its
+#: remote-tracking branches, i.e. holds commits made in this worktree that exist nowhere else.
+_LOCAL_ONLY_HEAD = 'test -n "$(git for-each-ref --count=1 --contains HEAD refs/remotes)" || echo "$displaypath"'
+
+
+async def unsaved_work(path: Path) -> str | None:
+    """What removing the worktree at ``path`` would lose, in a few words; None when nothing.
+
+    Uncommitted changes (its submodules' included), or commits in a submodule
+    that are on none of that submodule's remote-tracking branches: a linked
+    worktree's submodules keep their objects in its own admin folder, which
+    goes with it.
+    """
+    status = await run_git(
+        path, "status", "--porcelain", "--untracked-files=all", "--ignore-submodules=none", check=False, timeout=300
+    )
+    if not status.ok or status.stdout.strip():
+        return "uncommitted changes"
+    if not (path / ".gitmodules").is_file():
+        return None
+    local = await run_git(path, "submodule", "foreach", "--quiet", "--recursive", _LOCAL_ONLY_HEAD, check=False)
+    if not local.ok:
+        return "submodules git cannot inspect"
+    if local.lines():
+        return f"commits on no remote branch in its submodule {', '.join(local.lines())}"
+    return None
+
+
 async def remove_worktree(repo_root: Path, path: Path, *, force: bool = False) -> bool:
-    """Remove one worktree; False (kept) when it holds uncommitted changes and ``force`` is off."""
+    """Remove one worktree; False (kept) when it holds unsaved work (:func:`unsaved_work`) and ``force`` is off.
+
+    git refuses to remove a worktree with submodules checked out, even a clean
+    one, unless forced: such a worktree is forced out once nothing in it would be lost.
+    """
     args = ["worktree", "remove", *(["--force", "--force"] if force else []), str(path)]
     result = await run_git(repo_root, *args, check=False, timeout=600)
-    return result.ok
+    if result.ok or force or not (path / ".gitmodules").is_file() or await unsaved_work(path) is not None:
+        return result.ok
+    return (await run_git(repo_root, "worktree", "remove", "--force", str(path), check=False, timeout=600)).ok
 
 
 async def _unique_commits(repo_root: Path, branch: str) -> int:
@@ -245,7 +282,8 @@ async def clean(repo_root: Path, group_id: str | None = None, *, force: bool = F
         if await remove_worktree(repo_root, kept.path, force=force):
             report.worktrees_removed.append(str(kept.path))
         else:
-            report.kept.append(f"{kept.path} has uncommitted changes (use --force to remove it)")
+            why = await unsaved_work(kept.path) or "uncommitted changes"
+            report.kept.append(f"{kept.path} has {why} (use --force to remove it)")
     await run_git(repo_root, "worktree", "prune", timeout=60)
     refs = await run_git(
         repo_root, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}/", timeout=60
@@ -301,7 +339,7 @@ async def release_group(
         if await remove_worktree(repo_root, kept.path):
             report.worktrees_removed.append(str(kept.path))
         else:
-            report.kept.append(f"{kept.path} has uncommitted changes")
+            report.kept.append(f"{kept.path} has {await unsaved_work(kept.path) or 'uncommitted changes'}")
             continue
         if kept.branch is None or is_failed:
             continue

@@ -156,7 +156,8 @@ async def open_integration(
     """The integration worktree on ``maestro/integrate/<group>``, containing ``target_sha``, clean.
 
     An existing one is kept (a resumed queue finds its merges there) unless the
-    target moved past it, in which case it is reset to ``target_sha``.
+    target moved past it, in which case it is reset to ``target_sha``.  No hook
+    of the repository runs: a failing ``post-checkout`` must not stop the queue.
     """
     repo = state.repo_root
     branch = integration_branch(group_id)
@@ -172,11 +173,14 @@ async def open_integration(
         exists = (
             await run_git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False, timeout=30)
         ).ok
+        # Registered without a checkout (which would run the repository's post-checkout hook, whose
+        # failure fails the add); _clean_state's reset checks the files out, and runs no hook.
         await _admin_git(
             repo,
             "worktree",
             "add",
             "--quiet",
+            "--no-checkout",
             *([str(path), branch] if exists else ["-b", branch, str(path), target_sha]),
         )
     elif entry.branch != branch:
