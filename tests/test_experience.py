@@ -178,7 +178,12 @@ def test_logs_follow_streams_output_until_the_group_ends(repo: Path) -> None:
         first = follower.stdout.readline()  # arrives while the agent still runs
         assert first == "a step 0\n"
         assert runner.poll() is None
-        rest, _ = follower.communicate(timeout=60)
+        # Through the same buffered stream: readline() may already hold the next line, which
+        # communicate(timeout=...) would skip (it reads the pipe's descriptor directly).
+        assert follower.stdout is not None and follower.stderr is not None
+        with follower:  # closes both pipes and waits
+            rest = follower.stdout.read()  # to EOF: the follower exits when the group ends
+            follower.stderr.read()
         assert follower.returncode == 0
         assert rest.splitlines() == ["a step 1", "a step 2", "a step 3"]
     finally:
