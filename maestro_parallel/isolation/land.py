@@ -224,17 +224,26 @@ async def unsaved_work(path: Path) -> str | None:
     return None
 
 
-async def remove_worktree(repo_root: Path, path: Path, *, force: bool = False) -> bool:
-    """Remove one worktree; False (kept) when it holds unsaved work (:func:`unsaved_work`) and ``force`` is off.
+async def _remove(repo_root: Path, path: Path, *, force: bool = False) -> str | None:
+    """Remove one worktree; None when it is gone, else why it is kept (:func:`unsaved_work`).
 
     git refuses to remove a worktree with submodules checked out, even a clean
     one, unless forced: such a worktree is forced out once nothing in it would be lost.
     """
     args = ["worktree", "remove", *(["--force", "--force"] if force else []), str(path)]
-    result = await run_git(repo_root, *args, check=False, timeout=600)
-    if result.ok or force or not (path / ".gitmodules").is_file() or await unsaved_work(path) is not None:
-        return result.ok
-    return (await run_git(repo_root, "worktree", "remove", "--force", str(path), check=False, timeout=600)).ok
+    if (await run_git(repo_root, *args, check=False, timeout=600)).ok:
+        return None
+    why = await unsaved_work(path)
+    if why is None and not force and (path / ".gitmodules").is_file():
+        forced = await run_git(repo_root, "worktree", "remove", "--force", str(path), check=False, timeout=600)
+        if forced.ok:
+            return None
+    return why or "uncommitted changes"
+
+
+async def remove_worktree(repo_root: Path, path: Path, *, force: bool = False) -> bool:
+    """Remove one worktree; False (kept) when it holds unsaved work (:func:`unsaved_work`) and ``force`` is off."""
+    return await _remove(repo_root, path, force=force) is None
 
 
 async def _unique_commits(repo_root: Path, branch: str) -> int:
@@ -279,10 +288,10 @@ async def clean(repo_root: Path, group_id: str | None = None, *, force: bool = F
     """
     report = CleanReport()
     for kept in await kept_worktrees(repo_root, group_id):
-        if await remove_worktree(repo_root, kept.path, force=force):
+        why = await _remove(repo_root, kept.path, force=force)
+        if why is None:
             report.worktrees_removed.append(str(kept.path))
         else:
-            why = await unsaved_work(kept.path) or "uncommitted changes"
             report.kept.append(f"{kept.path} has {why} (use --force to remove it)")
     await run_git(repo_root, "worktree", "prune", timeout=60)
     refs = await run_git(
@@ -336,11 +345,11 @@ async def release_group(
         is_failed = kept.task_id is not None and kept.task_id in failed
         if kept.task_id is not None and keep_worktree(policy, failed=is_failed):
             continue
-        if await remove_worktree(repo_root, kept.path):
-            report.worktrees_removed.append(str(kept.path))
-        else:
-            report.kept.append(f"{kept.path} has {await unsaved_work(kept.path) or 'uncommitted changes'}")
+        why = await _remove(repo_root, kept.path)
+        if why is not None:
+            report.kept.append(f"{kept.path} has {why}")
             continue
+        report.worktrees_removed.append(str(kept.path))
         if kept.branch is None or is_failed:
             continue
         reason = await delete_branch(repo_root, kept.branch)
