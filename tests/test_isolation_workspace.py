@@ -16,6 +16,7 @@ from maestro_parallel.isolation.errors import IncludeError, ModeUnavailableError
 from maestro_parallel.isolation.workspace import (
     ExistingBranch,
     IsolationMode,
+    _add_worktree,
     create_worktree,
     create_worktrees,
     decide_mode,
@@ -307,3 +308,16 @@ async def test_two_groups_creating_worktrees_at_once_do_not_trip_over_each_other
     failures = {k: v for k, v in made.items() if isinstance(v, Exception)}
     assert failures == {} and len(made) == 16
     assert len(git(repo, "worktree", "list", "--porcelain").split("worktree ")) - 1 == 17
+
+
+async def test_an_add_whose_raced_attempt_left_its_new_branch_adds_the_worktree_on_it(tmp_path: Path) -> None:
+    # git makes a new branch before its worktree, so an attempt that lost the race of another group's
+    # add leaves the branch behind; the retry must use it, not fail with "a branch named ... already exists".
+    repo = make_repo(tmp_path / "r")
+    sha = git(repo, "rev-parse", "HEAD")
+    git(repo, "branch", "maestro/g/t-1", sha)  # what the failed attempt left
+    path = repo / ".flow" / "maestro" / "worktrees" / "g" / "t-1"
+    path.parent.mkdir(parents=True)
+    await _add_worktree(repo, path, "maestro/g/t-1", sha)
+    assert git(path, "symbolic-ref", "--short", "HEAD") == "maestro/g/t-1"
+    assert git(path, "rev-parse", "HEAD") == sha

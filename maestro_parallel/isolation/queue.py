@@ -29,7 +29,7 @@ from .errors import GitError, IsolationError
 from .events import BisectStep, ConflictPredicted, EventSink, MergeConflict, TaskMerged, emit
 from .git import identity_environment, run_git
 from .refs import integration_branch, integration_worktree_path
-from .workspace import IncludePlan, RepoState, _admin_git, _copy_includes, list_worktrees
+from .workspace import IncludePlan, RepoState, _add_worktree, _admin_git, _copy_includes, list_worktrees
 
 __all__ = (
     "GateResult",
@@ -175,14 +175,7 @@ async def open_integration(
         ).ok
         # Registered without a checkout (which would run the repository's post-checkout hook, whose
         # failure fails the add); _clean_state's reset checks the files out, and runs no hook.
-        await _admin_git(
-            repo,
-            "worktree",
-            "add",
-            "--quiet",
-            "--no-checkout",
-            *([str(path), branch] if exists else ["-b", branch, str(path), target_sha]),
-        )
+        await _add_worktree(repo, path, branch, None if exists else target_sha)
     elif entry.branch != branch:
         raise IsolationError(
             f"{path} is a worktree on {entry.branch or 'a detached HEAD'}, not on {branch}: "

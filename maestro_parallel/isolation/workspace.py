@@ -10,6 +10,7 @@ writes, and the tasks' checkouts overlap instead of queueing.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import shutil
@@ -384,17 +385,6 @@ async def _keep_aside(repo: Path, group_id: str, task_id: str, branch: str) -> s
     return kept
 
 
-class _NoLock:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
-
-
 async def _admin_git(repo: Path, *args: str) -> GitResult:
     """A worktree-admin git call, retried a few times on the race of a concurrent ``worktree add``.
 
@@ -409,6 +399,20 @@ async def _admin_git(repo: Path, *args: str) -> GitResult:
                 raise
             await anyio.sleep(0.05 * attempt)
     raise AssertionError("unreachable")
+
+
+async def _add_worktree(repo: Path, path: Path, branch: str, start: str | None) -> None:
+    """Register ``path`` on ``branch`` (made at ``start`` unless None) without a checkout.
+
+    git makes a new branch before its worktree: a raced attempt that failed leaves it, and the retry uses it.
+    """
+    add = ("worktree", "add", "--quiet", "--no-checkout")
+    try:
+        await _admin_git(repo, *add, *(["-b", branch, str(path), start] if start else [str(path), branch]))
+    except GitError as exc:  # the caller saw no such branch before, under its group's lock
+        if start is None or "a branch named" not in exc.stderr or not await _branch_exists(repo, branch):
+            raise
+        await _admin_git(repo, *add, str(path), branch)
 
 
 async def _register(
@@ -435,20 +439,15 @@ async def _register(
         return TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha, reused=True)
     if path.exists() and (not path.is_dir() or path.is_symlink() or any(path.iterdir())):
         raise WorktreeError(f"{path} already exists and is not a worktree of this repository: move it away")
-    kept = None
-    args = ["worktree", "add", "--quiet", "--no-checkout"]
+    kept, reuse = None, False
     if await _branch_exists(repo, branch):
         if existing_branch is ExistingBranch.ERROR:
             raise WorktreeError(f"branch {branch} already exists without a worktree: run clean --group-id {group_id}")
         if existing_branch is ExistingBranch.KEEP_ASIDE:
             kept = await _keep_aside(repo, group_id, task_id, branch)
-            args += ["-b", branch, str(path), base_sha]
-        else:
-            args += [str(path), branch]
-    else:
-        args += ["-b", branch, str(path), base_sha]
+        reuse = kept is None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    await _admin_git(repo, *args)
+    await _add_worktree(repo, path, branch, None if reuse else base_sha)
     return TaskWorkspace(group_id, task_id, branch, path, path / state.prefix, base_sha, kept_branch=kept)
 
 
@@ -496,7 +495,7 @@ async def create_worktree(
     branch = task_branch(group_id, task_id)
     path = task_worktree_path(repo, group_id, task_id)
     await ensure_excluded(state)  # before anything appears under .flow/maestro/worktrees
-    async with admin_lock if admin_lock is not None else _NO_LOCK:
+    async with admin_lock if admin_lock is not None else contextlib.nullcontext():
         workspace = await _register(state, group_id, task_id, branch, path, base_sha, existing_branch)
     await _populate(path)
     if (path / ".gitmodules").is_file():
