@@ -11,6 +11,10 @@ def run() -> None:
         from .cli import main
     except KeyboardInterrupt:
         sys.exit(130)
+    except RuntimeError as exc:  # one that lands in a class's __set_name__ (a dataclass field) comes wrapped
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            sys.exit(130)
+        raise
     main()
 
 

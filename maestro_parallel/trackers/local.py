@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import aiofiles
+import anyio.to_thread
 
 from ..errors import TrackerError, ValidationError
 from ..models import TaskStatus
@@ -72,6 +72,18 @@ def blockers_of(
     return {record.task_id: own_blockers(record, frozenset()) for record in tasks}
 
 
+#: A file's (device, inode, size, mtime): it changed when this did.
+_FileKey = tuple[int, int, int, int]
+
+
+def _read_if_changed(path: Path, known: _FileKey | None) -> tuple[_FileKey, bytes | None]:
+    """The file's (device, inode, size, mtime) and its bytes, or None for them when that key is ``known``."""
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        return key, None if key == known else handle.read()
+
+
 class LocalTracker:
     """A tracker over a tasks file, or over the tasks a caller hands in."""
 
@@ -88,7 +100,7 @@ class LocalTracker:
         self.tasks_file = Path(tasks_file) if tasks_file is not None else None
         self._tasks = list(tasks) if tasks is not None else None
         #: The last parse of the tasks file and the (device, inode, size, mtime) it was parsed at.
-        self._parsed: tuple[tuple[int, int, int, int], list[TaskRecord]] | None = None
+        self._parsed: tuple[_FileKey, list[TaskRecord]] | None = None
 
     async def load_tasks(self) -> list[TaskRecord]:
         """The tasks of the file, parsed again only when the file changed.
@@ -99,15 +111,14 @@ class LocalTracker:
         """
         if self.tasks_file is None:
             return list(self._tasks or [])
-        try:
-            async with aiofiles.open(self.tasks_file, "rb") as handle:
-                info = os.fstat(handle.fileno())
-                key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-                if self._parsed is not None and self._parsed[0] == key:
-                    return list(self._parsed[1])
-                data = await handle.read()
+        known = self._parsed[0] if self._parsed is not None else None
+        try:  # one uncancellable thread job: a cancelled poll can neither leak the file nor half-read it
+            key, data = await anyio.to_thread.run_sync(_read_if_changed, self.tasks_file, known)
         except OSError as exc:
             raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from exc
+        if data is None:  # unchanged since the last parse
+            assert self._parsed is not None
+            return list(self._parsed[1])
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
