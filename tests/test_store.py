@@ -731,3 +731,26 @@ async def test_a_prompts_folder_swapped_for_a_symlink_receives_no_prompt(tmp_pat
     [error] = await store.write_prompts([(store.prompt_path("t-1"), "another")])
     assert error is not None and "prompts" in str(error)
     assert list(outside.iterdir()) == []
+
+
+async def test_prompts_are_written_in_place_when_new_and_replace_whatever_an_agent_put_there(tmp_path: Path) -> None:
+    """A first run writes each prompt straight into place (no temp file is left); a prompt that exists,
+    or a symlink, FIFO or hard link an agent planted at its name, is replaced, never followed or fed."""
+    store = GroupStore(tmp_path / "repo", "g")
+    await store.prepare()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not ours\n")
+    store.prompt_path("t-old").write_text("the previous run's prompt")
+    store.prompt_path("t-link").symlink_to(outside)
+    os.link(outside, store.prompt_path("t-hard"))
+    os.mkfifo(store.prompt_path("t-fifo"))
+    names = ["t-new", "t-old", "t-link", "t-hard", "t-fifo"]
+    errors = await store.write_prompts([(store.prompt_path(name), f"prompt of {name}") for name in names])
+    assert errors == [None] * len(names)
+    for name in names:
+        path = store.prompt_path(name)
+        assert not path.is_symlink() and path.is_file() and path.stat().st_nlink == 1
+        assert path.read_text() == f"prompt of {name}"
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert outside.read_text() == "not ours\n"
+    assert sorted(p.name for p in store.prompts_dir.iterdir()) == sorted(f"{name}.md" for name in names)

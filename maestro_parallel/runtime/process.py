@@ -150,7 +150,6 @@ def _check_argv_env(argv: Sequence[str], env: Mapping[str, str]) -> None:
             raise OSError(errno.EINVAL, f"the environment variable {name[:60]!r} holds a NUL byte")
 
 
-_open_log_async = aiofiles.os.wrap(_open_log)
 _write_all = aiofiles.os.wrap(_write_fully)
 
 
@@ -297,7 +296,11 @@ class AgentProcess:
         """
         _check_argv_env(argv, env)
         try:
-            fd = await _open_log_async(log_path, append=append_log)
+            # On the loop, like the fork that follows: a few non-blocking system calls in a folder
+            # whose descriptor is kept (O_NONBLOCK: a FIFO cannot block).  In a worker thread, the
+            # hop and the threads' contention for the interpreter cost a thousand agents more than
+            # the open itself, and the threads' system calls slowed the forks running beside them.
+            fd = _open_log(log_path, append=append_log)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise OSError(errno.ELOOP, f"refusing to write the log {log_path.name}: {exc.strerror}") from exc

@@ -144,8 +144,38 @@ def open_journal(path: str, flags: int) -> int:
 
 
 ends_torn = aiofiles.os.wrap(last_byte_is_not_newline)
+
+
+def _write_new_or_replace_at(dir_fd: int, name: str, data: bytes) -> None:
+    """A file no one reads before it is whole (a prompt, read by the agent launched after it).
+
+    Absent, it is created and written in place: no temp file and no rename, half the
+    folder updates of a first run.  Present (a retry, a resume), or anything else in
+    its place (``O_EXCL`` follows no symlink), it is replaced atomically.
+    """
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, FILE_MODE, dir_fd=dir_fd)
+    except FileExistsError:
+        _write_atomic_at(dir_fd, name, data, fsync=False)
+        return
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:  # a full disk: no half prompt is left for the next run to mistake for a whole one
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+
+
 def write_many(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
-    """Write many files atomically (prompts); each folder is walked once for the batch."""
+    """Write many files no one reads before they are whole (prompts); each folder is walked once."""
     errors: list[OSError | None] = []
     folders: dict[Path, int | OSError] = {}
     try:
@@ -160,7 +190,7 @@ def write_many(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
                 errors.append(folder)
                 continue
             try:
-                _write_atomic_at(folder, path.name, data, fsync=False)
+                _write_new_or_replace_at(folder, path.name, data)
             except OSError as exc:
                 errors.append(exc)
             else:
