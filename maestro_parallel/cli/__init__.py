@@ -1,9 +1,11 @@
 """The ``maestro-parallel`` command line: one click group, thin over the async coordinator.
 
 The group lives here; every command family is a module of its own (``detect``,
-``execute``, ``inspect``: list/status/wait/logs, ``run``, ``tools``:
-cancel/recover/init) registered below with ``add_command``, and the plumbing
-they share is :mod:`._common`, which also holds the one table of exit codes
+``execute``, ``inspect``: list/status/wait/logs, ``run``, ``report``, ``tools``:
+cancel/recover/init, ``worktrees``: clean), named in :data:`COMMANDS` and
+imported only when its command runs (or ``--help`` lists them all): ``execute``
+does not pay for the report, the plan scheduler or the worktree cleaner at
+start-up.  The plumbing they share is :mod:`._common`, which also holds the one table of exit codes
 and the only mapping of library errors to them.  With ``--json`` stdout holds
 exactly one JSON document (or JSON lines for a streaming command) and
 everything else goes to stderr.
@@ -15,18 +17,48 @@ Exit codes: 0 success; 1 the thing asked about failed or does not exist;
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from .._version import __version__
-from . import detect, execute, inspect, report, run, tools, worktrees
 from ._common import EXIT_CODES_HELP, AppState, MaestroGroup
 
-__all__ = ("main",)
+__all__ = ("COMMANDS", "main")
+
+#: Every command: its name, and the module and function that define it (imported on first use).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "detect": ("detect", "detect"),
+    "execute": ("execute", "execute"),
+    "list": ("inspect", "list_command"),
+    "status": ("inspect", "status"),
+    "wait": ("inspect", "wait"),
+    "logs": ("inspect", "logs"),
+    "run": ("run", "run_command"),
+    "report": ("report", "report_command"),
+    "cancel": ("tools", "cancel"),
+    "recover": ("tools", "recover"),
+    "init": ("tools", "init"),
+    "clean": ("worktrees", "clean_command"),
+}
 
 
-@click.group(cls=MaestroGroup, epilog=EXIT_CODES_HELP)
+class _LazyGroup(MaestroGroup):
+    """The group, with each command's module imported when that command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module_name, attribute = COMMANDS[cmd_name]
+            module = importlib.import_module(f"{__name__}.{module_name}")
+            self.add_command(getattr(module, attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup, epilog=EXIT_CODES_HELP)
 @click.option(
     "--repo-root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -51,19 +83,3 @@ def main(ctx: click.Context, repo_root: Path | None, config_path: Path | None, v
     """
     ctx.obj = AppState(repo_root, config_path, verbose, quiet)  # checked as the command starts (AppState.check)
 
-
-for _command in (
-    detect.detect,
-    execute.execute,
-    inspect.list_command,
-    inspect.status,
-    inspect.wait,
-    inspect.logs,
-    run.run_command,
-    report.report_command,
-    tools.cancel,
-    tools.recover,
-    tools.init,
-    worktrees.clean_command,
-):
-    main.add_command(_command)

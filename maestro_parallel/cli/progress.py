@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._paths import GROUPS_RELATIVE_PATH
 from ..budget import spent_vs_budget
-from ..graph import PlanGraph, PlanStep
-from ..runtime.scheduler import StepReport
 from ..state.logfiles import last_nonblank_line
 from ..textsafe import one_line
 
 if TYPE_CHECKING:  # rich is imported when a live table is drawn: plain output never pays for it
     from rich.console import Console, Group
     from rich.table import Table
+
+    from ..graph import PlanGraph, PlanStep  # a plan's board is built by `run`, which imports them
+    from ..runtime.scheduler import StepReport
 
 __all__ = ("LiveProgress", "PlanBoard", "budget_line", "describe_event", "use_live_progress")
 
