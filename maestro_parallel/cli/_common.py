@@ -1,8 +1,8 @@
 """Shared plumbing of the command line: the context object, JSON mode, errors and exit codes.
 
 Every command module imports from here and nothing imports the command
-modules but :mod:`maestro_parallel.cli` itself, which registers them on the
-group with ``add_command``: no import cycle.  This is the only place that
+modules but :mod:`maestro_parallel.cli` itself, which imports each one when
+its command runs: no import cycle.  This is the only place that
 turns library errors into exit codes and one-line messages (:data:`ERROR_EXITS`),
 and the exit codes are one table (:class:`ExitCode`).
 """
@@ -596,5 +596,5 @@ def exit_code_of(meta: GroupMetadata) -> int:
 
 
 def command(name: str | None = None, **attrs: Any) -> Callable[[Callable[..., Any]], MaestroCommand]:
-    """``click.command`` making a :class:`MaestroCommand`; the group registers it with ``add_command``."""
+    """``click.command`` making a :class:`MaestroCommand`; the group adds it when it is first asked for."""
     return click.command(name, cls=MaestroCommand, **attrs)
