@@ -12,8 +12,6 @@ import math
 import os
 import tomllib
 from collections.abc import Sequence
-from configparser import ConfigParser
-from configparser import Error as ConfigParserError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,10 +37,14 @@ TestOutcomeStatus = Literal["passed", "failed", "skipped"]
 
 
 def _has_pytest_section(path: Path, section: str) -> bool:
-    parser = ConfigParser()
+    if not path.is_file():
+        return False
+    import configparser  # only for a repository that has the file: not at every start-up
+
+    parser = configparser.ConfigParser()
     try:
         parser.read(path, encoding="utf-8")
-    except (ConfigParserError, OSError, UnicodeDecodeError):
+    except (configparser.Error, OSError, UnicodeDecodeError):
         return False
     return parser.has_section(section)
 
