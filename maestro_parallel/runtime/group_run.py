@@ -48,6 +48,9 @@ from .workspace import GroupWorkspace, metadata_files, phase4_isolated
 
 __all__ = ("GroupRun",)
 
+#: Tasks planned in one turn of the event loop in phase 1 (choosing the subagent and argv of each).
+_PLANS_PER_TURN = 64
+
 
 def _recorded_spending(meta: GroupMetadata) -> float:
     """What a stored group's agents spent: its journaled budget, else the costs of its results."""
@@ -256,7 +259,9 @@ class GroupRun:
         available = available_subagents(agent_folders)
         self.launcher.agent_files = scan_agent_files(agent_folders)
         plans: list[LaunchPlan] = []
-        for record in pending:
+        for index, record in enumerate(pending, 1):
+            if index % _PLANS_PER_TURN == 0:  # a thousand plans are ~0.15 s: let the loop breathe between slices
+                await anyio.lowlevel.checkpoint()
             plan = self.launcher.plan(record, available)
             for warning in plan.warnings:
                 await self.emit("warning", task_id=record.task_id, message=warning)
