@@ -6,6 +6,7 @@ tests share one definition of each rule and can check it without an event loop.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -340,6 +341,23 @@ def _words(text: str) -> list[str]:
     return _WORD_RE.findall(text.casefold())
 
 
+_TableKey = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _table_key(rows: Mapping[str, Sequence[str]]) -> _TableKey:
+    """The table as a hashable value: its string keywords (a row may be one string)."""
+    return tuple(
+        (name, (keywords,) if isinstance(keywords, str) else tuple(k for k in keywords if isinstance(k, str)))
+        for name, keywords in rows.items()
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _table_phrases(key: _TableKey) -> tuple[tuple[str, frozenset[tuple[str, ...]]], ...]:
+    """Each row's keywords as word tuples: tokenized once per table, not once per task."""
+    return tuple((name, frozenset(tuple(_words(keyword)) for keyword in keywords)) for name, keywords in key)
+
+
 def detect_subagent(text: str, table: Mapping[str, Sequence[str]] | None = None) -> str:
     """The subagent whose row has the most distinct keywords in ``text`` as whole words or phrases.
 
@@ -353,10 +371,7 @@ def detect_subagent(text: str, table: Mapping[str, Sequence[str]] | None = None)
     vocabulary = set(words)
     joined = f" {' '.join(words)} "
     best_name, best_score = next(iter(rows)), 0
-    for name, keywords in rows.items():
-        if isinstance(keywords, str):
-            keywords = (keywords,)
-        phrases = {tuple(_words(keyword)) for keyword in keywords if isinstance(keyword, str)}
+    for name, phrases in _table_phrases(_table_key(rows)):
         score = sum(
             1
             for phrase in phrases

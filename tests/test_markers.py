@@ -482,3 +482,13 @@ def test_detect_subagent_none_table_is_the_default() -> None:
 )
 def test_quoted_field_values_followed_by_punctuation(description: str, expected: list[str]) -> None:
     assert extract_relevant_files(description) == expected
+
+
+def test_a_keyword_table_changed_between_calls_is_read_again() -> None:
+    """Keyword rows are tokenized once per table, keyed by the table's contents, not by the object."""
+    table: dict[str, list[str]] = {"docs-writer": ["readme"], "reviewer": ["review"]}
+    assert detect_subagent("Review the README", table) == "docs-writer"  # a tie: the first row
+    table["reviewer"].append("the README")  # a phrase, and now a second hit for the reviewer
+    assert detect_subagent("Review the README", table) == "reviewer"
+    table["skipped"] = "api"  # type: ignore[assignment]  # one string is one keyword
+    assert detect_subagent("An API change", table) == "skipped"
