@@ -76,7 +76,7 @@ class SnapshotWriter:
     at once (phase transitions, the final status).  :meth:`run`, started in the
     coordinator's task group, writes a changed snapshot at most once per
     ``interval`` — and, for a big group (a snapshot over 64 KiB), only once the journal
-    has grown by a quarter of the last snapshot's size (or ``max_lag`` seconds have passed): the
+    has grown by half the last snapshot's size (or ``max_lag`` seconds have passed): the
     journal is the record and readers replay it over the snapshot, so a snapshot
     rewritten whole every second would cost O(N) bytes a second for nothing.
     """
@@ -111,7 +111,7 @@ class SnapshotWriter:
         grown = self._store.journal_bytes - self._journal_at_write
         return (
             self._store.snapshot_bytes <= _SMALL_SNAPSHOT
-            or grown * 4 >= self._store.snapshot_bytes
+            or grown * 2 >= self._store.snapshot_bytes
             or anyio.current_time() - self._written_at >= self._max_lag
         )
 
