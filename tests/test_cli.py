@@ -351,3 +351,23 @@ def test_recover_stops_the_agents_of_a_dead_coordinator(repo: Path) -> None:
     again = invoke(repo, "recover", "--group-id", "g", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["recovered"] == []
     assert invoke(repo, "recover", "--group-id", "nope").exit_code == 1
+
+
+def test_the_program_tunes_the_garbage_collector_and_an_in_process_caller_keeps_its_own() -> None:
+    """Fewer collections while a thousand agents run; a host that calls ``main`` keeps its thresholds."""
+    import gc
+
+    from maestro_parallel.__main__ import GC_THRESHOLDS
+
+    code = (
+        "import atexit, gc, runpy, sys\n"
+        "atexit.register(lambda: print(gc.get_threshold()))\n"
+        "sys.argv = ['maestro-parallel', '--version']\n"
+        "runpy.run_module('maestro_parallel', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str(GC_THRESHOLDS)
+    before = gc.get_threshold()
+    assert CliRunner().invoke(main, ["--version"]).exit_code == 0
+    assert gc.get_threshold() == before != GC_THRESHOLDS
