@@ -352,6 +352,9 @@ def _table_key(rows: Mapping[str, Sequence[str]]) -> _TableKey:
     )
 
 
+_DEFAULT_TABLE_KEY = _table_key(DEFAULT_SUBAGENT_TABLE)
+
+
 @functools.lru_cache(maxsize=16)
 def _table_phrases(key: _TableKey) -> tuple[tuple[str, frozenset[tuple[str, ...]]], ...]:
     """Each row's keywords as word tuples: tokenized once per table, not once per task."""
@@ -371,7 +374,8 @@ def detect_subagent(text: str, table: Mapping[str, Sequence[str]] | None = None)
     vocabulary = set(words)
     joined = f" {' '.join(words)} "
     best_name, best_score = next(iter(rows)), 0
-    for name, phrases in _table_phrases(_table_key(rows)):
+    key = _DEFAULT_TABLE_KEY if rows is DEFAULT_SUBAGENT_TABLE else _table_key(rows)  # the built-in one is read-only
+    for name, phrases in _table_phrases(key):
         score = sum(
             1
             for phrase in phrases
