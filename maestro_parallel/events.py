@@ -74,9 +74,13 @@ def make_event(name: EventName, **fields: Any) -> dict[str, Any]:
     return {"event": name, "at": utc_now(), **fields}
 
 
+#: One encoder for every journal line (``json.dumps`` with options builds a new one per call).
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """One journal line: compact JSON, ASCII only, ending in a newline."""
-    return (json.dumps(event, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
+    return (_LINE_ENCODER.encode(event) + "\n").encode("ascii")
 
 
 def decode_journal(data: bytes) -> tuple[list[dict[str, Any]], int]:
