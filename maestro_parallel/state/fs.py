@@ -56,15 +56,20 @@ def _open_folder(folder: Path) -> int:
         raise OSError(errno.ELOOP, str(exc), str(folder)) from exc
 
 
+def _write_fully(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a file near its limit writes short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _write_atomic_at(dir_fd: int, name: str, data: bytes, *, fsync: bool) -> None:
     """:func:`write_atomic` in the folder open as ``dir_fd``."""
     tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_fully(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -161,9 +166,7 @@ def _write_new_or_replace_at(dir_fd: int, name: str, data: bytes) -> None:
         return
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_fully(fd, data)
         finally:
             os.close(fd)
     except BaseException:
