@@ -222,6 +222,37 @@ async def test_the_journal_has_one_line_per_event(store: GroupStore) -> None:
     assert await store.read_events() == (sent, 0)
 
 
+async def test_journal_writes_are_made_on_the_loop_until_one_is_slow_or_big(
+    store: GroupStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small appends skip the worker-thread hop; a slow disk or a big batch goes back to the thread."""
+    import maestro_parallel.state.store as store_module
+
+    threaded: list[int] = []
+    real = store_module._write_async
+
+    async def counting(journal: object, view: memoryview) -> int:
+        threaded.append(len(view))
+        return await real(journal, view)
+
+    monkeypatch.setattr(store_module, "_write_async", counting)
+    await store.prepare()
+    small = [make_event("warning", task_id=f"t-{i}", message="m") for i in range(3)]
+    for event in small:
+        await store.append_event(event)
+    assert threaded == [] and store.inline_writes
+    big = make_event("warning", task_id=None, message="x" * (store_module._INLINE_WRITE_BYTES + 1))
+    await store.append_event(big)
+    assert len(threaded) == 1 and store.inline_writes  # too big for the loop, not a sign of a slow disk
+    monkeypatch.setattr(store_module, "_INLINE_WRITE_SECONDS", -1.0)  # every write now counts as slow
+    await store.append_event(small[0])
+    assert not store.inline_writes and len(threaded) == 1
+    await store.append_event(small[1])
+    assert len(threaded) == 2  # from then on, in a worker thread
+    await store.close()
+    assert await store.read_events() == ([*small, big, small[0], small[1]], 0)
+
+
 def test_decode_journal_ignores_a_torn_last_line() -> None:
     one, two = make_event("phase_changed", phase="coordination"), make_event("group_error", message="x")
     data = encode_event(one) + encode_event(two)

@@ -21,8 +21,10 @@ kernel releases when its holder dies, so a dead coordinator's lock is free.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,23 @@ from .snapshot import parse_snapshot, snapshot_is_ahead
 
 __all__ = ("GroupStore",)
 
+#: A journal write up to this size is made on the event loop itself.  Appending a few kilobytes
+#: to a regular file costs microseconds; the hop to a worker thread and back costs more than the
+#: write (measured: 480 hops were 0.15 s of a 1.1 s run of 1,000 agents on two cores).
+_INLINE_WRITE_BYTES = 64 * 1024
+#: An inline write slower than this (a slow or remote disk) sends every later one to a worker thread.
+_INLINE_WRITE_SECONDS = 0.005
+
+
+def _open_journal_file(path: Path) -> io.FileIO:
+    """The journal, opened for appending through :func:`~.fs.open_journal` (never a symlink or a FIFO)."""
+    return io.FileIO(path, "ab", opener=open_journal)
+
+
+_open_journal_async = aiofiles.os.wrap(_open_journal_file)
+_write_async = aiofiles.os.wrap(io.FileIO.write)
+_close_async = aiofiles.os.wrap(io.FileIO.close)
+
 
 def _create_empty(path: Path) -> None:
     os.close(open_state_file(path, OpenMode.APPEND))
@@ -78,8 +97,10 @@ class GroupStore:
         self.history_dir = self.dir / "history"
         self.lock_path = self.dir / ".lock"
         self.tests_lock_path = self.maestro_dir / "tests.lock"
-        self._journal: Any = None
+        self._journal: io.FileIO | None = None
         self._torn = False
+        #: Journal writes are made on the loop until one is slow (see ``_INLINE_WRITE_SECONDS``).
+        self.inline_writes = True
         # The group commit of the journal (see append_event).
         self._pending: list[bytes] = []
         self._queued = 0  # lines ever queued
@@ -160,8 +181,10 @@ class GroupStore:
         """Append one event to the journal as one line, the moment it happens, in call order.
 
         A group commit: lines queued while a write is in flight go out together
-        in the next write, so a burst of events costs one worker-thread hop,
-        not one each; every caller returns once its own line is written.  A
+        in the next write, so a burst of events costs one write, not one each;
+        every caller returns once its own line is written.  A small batch is
+        written on the loop while such writes stay fast, a big one (or any after
+        a slow one) in a worker thread.  A
         line is never split across writes.  A write cut short (a full disk,
         ``RLIMIT_FSIZE``) is continued, so that the error raised is the real one
         (``File too large``, ``No space left on device``); after a failure the
@@ -202,10 +225,9 @@ class GroupStore:
         self._pending = []
         try:
             if self._journal is None:
-                self._journal = await aiofiles.open(
-                    self.journal_path, "ab", buffering=0, opener=open_journal
-                )
+                self._journal = await _open_journal_async(self.journal_path)
                 self._torn = await ends_torn(self.journal_path)
+            journal = self._journal
             data = b"".join(batch)
             if self._torn:
                 data = b"\n" + data  # a writer died or failed mid-line: never glue an event onto it
@@ -213,8 +235,14 @@ class GroupStore:
             view = memoryview(data)
             try:
                 while view:
-                    written = await self._journal.write(view)
-                    view = view[written:]
+                    if self.inline_writes and len(view) <= _INLINE_WRITE_BYTES:
+                        started = time.perf_counter()
+                        written = journal.write(view)
+                        if time.perf_counter() - started > _INLINE_WRITE_SECONDS:
+                            self.inline_writes = False
+                    else:
+                        written = await _write_async(journal, view)
+                    view = view[written or 0 :]
             finally:
                 self.journal_bytes += len(data) - len(view)
                 if view:
@@ -235,7 +263,7 @@ class GroupStore:
         if self._journal is not None:
             journal, self._journal = self._journal, None
             with anyio.CancelScope(shield=True):
-                await journal.close()
+                await _close_async(journal)
 
     async def write_snapshot(self, meta: GroupMetadata) -> None:
         """Replace ``metadata.json`` atomically (temp file in the same folder, fsync, rename)."""
