@@ -253,6 +253,30 @@ async def test_journal_writes_are_made_on_the_loop_until_one_is_slow_or_big(
     assert await store.read_events() == ([*small, big, small[0], small[1]], 0)
 
 
+async def test_small_prompt_batches_are_written_on_the_loop_until_a_write_is_slow(
+    store: GroupStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maestro_parallel.state.store as store_module
+
+    threaded: list[int] = []
+    real = store_module.write_many_async
+
+    async def counting(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
+        threaded.append(len(items))
+        return await real(items)
+
+    monkeypatch.setattr(store_module, "write_many_async", counting)
+    await store.prepare()
+    assert await store.write_prompts([(store.prompt_path(f"t-{i}"), f"prompt {i}") for i in range(4)]) == [None] * 4
+    assert threaded == [] and store.inline_writes
+    monkeypatch.setattr(store_module, "_INLINE_WRITE_SECONDS", -1.0)
+    assert await store.write_prompts([(store.prompt_path("t-4"), "prompt 4")]) == [None]
+    assert not store.inline_writes and threaded == []
+    assert await store.write_prompts([(store.prompt_path("t-5"), "prompt 5")]) == [None]
+    assert threaded == [1]
+    assert [store.prompt_path(f"t-{i}").read_text() for i in range(6)] == [f"prompt {i}" for i in range(6)]
+
+
 def test_decode_journal_ignores_a_torn_last_line() -> None:
     one, two = make_event("phase_changed", phase="coordination"), make_event("group_error", message="x")
     data = encode_event(one) + encode_event(two)

@@ -2,8 +2,8 @@
 
 Phase 1 makes a :class:`LaunchPlan` per task (subagent, settings, executable);
 phase 2 fills the plans in beside the launches (:meth:`LaunchPreparer.prepare_all`):
-prompts are written in batches, one worker-thread job each, and each task
-launches as soon as its batch is written.  The decisions themselves are the
+prompts are written in batches (on the loop while that is fast, else one
+worker-thread job each), and each task launches as soon as its batch is written.  The decisions themselves are the
 pure functions of :mod:`maestro_parallel.agents`.
 """
 
@@ -41,7 +41,7 @@ from .sink import EventSink
 
 __all__ = ("LaunchPlan", "LaunchPreparer")
 
-#: Prompts written per worker-thread job before the launches.
+#: Prompts written in one batch before the launches.
 _PROMPT_BATCH = 64
 
 #: One prompt to write: the plan, its skills (name, guidance), the skills not found, the prompt.
