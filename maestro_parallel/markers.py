@@ -276,6 +276,8 @@ def _is_file_name(path: str, raw: str) -> bool:
 def _scan(text: str, add: Callable[[str], object]) -> None:
     """Add every token of ``text`` that names a file with an extension."""
     for word in text.split():
+        if "." not in word:
+            continue  # a file name has an extension: most words of prose are settled here
         for piece in _PIECE_RE.finditer(word):
             if word[piece.end() : piece.end() + 1] == "(":
                 continue  # a call such as `console.log(...)`, not a file
