@@ -23,7 +23,12 @@ def run() -> None:
             sys.exit(130)
         raise
     gc.set_threshold(*GC_THRESHOLDS)
-    main()
+    try:
+        main()
+    finally:
+        # What the run allocated goes with the process: frozen, it is not traversed by the
+        # collection at shutdown (measured: 20–25 ms of the exit, 6 ms frozen).
+        gc.freeze()
 
 
 if __name__ == "__main__":
