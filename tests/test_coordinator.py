@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from helpers import agent_config, pid_alive, runs, task, write_config
 
@@ -72,6 +73,37 @@ async def test_agents_run_at_once_and_the_group_completes(repo: Path) -> None:
     phases = [e["phase"] for e in events if e["event"] == "phase_changed"]
     assert phases == ["concurrent_execution", "coordination", "post_execution"]
     assert events[-1] == {**events[-1], "event": "group_finished", "status": "completed"}
+
+
+async def test_prompts_are_prepared_in_batches_that_let_the_loop_run_between_them(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even when every batch is written on the loop, other tasks run between batches."""
+    import maestro_parallel.state.store as store_module
+
+    monkeypatch.setattr(store_module, "_INLINE_WRITE_BYTES", 1 << 30)  # every batch written on the loop
+    write_config(repo, agent_config().replace(f'[{json.dumps(sys.executable)}, "agent.py", "{{task_id}}"]', '["true"]'))
+    turns = 0  # loop turns seen by a task that only yields
+    prepared_at: list[int] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "task_prepared":
+            prepared_at.append(turns)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        tasks = [task(f"t{i:03d}") for i in range(200)]
+        meta = await coordinator(repo, on_event=on_event).execute_parallel_group(tasks, "g")
+        tg.cancel_scope.cancel()
+    assert meta.status is TaskStatus.COMPLETED and len(prepared_at) == 200
+    # Batches of 4, 8, 16, 32, 64, 64 and 12: seven of them, each in a turn of its own.
+    assert len(set(prepared_at)) >= 7
 
 
 async def test_one_failure_does_not_stop_the_others(repo: Path) -> None:

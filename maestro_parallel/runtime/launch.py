@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from ..agents import (
     agent_environment,
@@ -152,6 +153,8 @@ class LaunchPreparer:
                     await self._write_prompts(batch)
                     batch = []
                     size = min(size * 2, _PROMPT_BATCH)  # small first batches: the first agents start at once
+                    # A batch written on the loop does not yield: the launches run between batches.
+                    await anyio.lowlevel.checkpoint()
         finally:
             for plan in plans:  # whatever happened, no launch waits forever
                 plan.prepared.set()
