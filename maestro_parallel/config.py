@@ -47,6 +47,7 @@ from ._config_schema import (
     config_reference,
     config_template,
 )
+from ._files import read_regular
 from ._paths import CONFIG_RELATIVE_PATH
 from ._text import show, source_name
 from .agents.argv import AGENT_PLACEHOLDERS, SKILL_PLACEHOLDERS
@@ -295,6 +296,10 @@ def _toml_error(source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
     return ConfigError(f"{source_name(source)}: malformed TOML at {where}: {message}")
 
 
+#: A configuration larger than this is refused (it is a few kilobytes; an endless file must not be read).
+_MAX_CONFIG_BYTES = 1 << 20
+
+
 def loads_config(text: str, *, source: str = "config.toml") -> Config:
     """Parse the text of a config file."""
     try:
@@ -319,8 +324,7 @@ def load_config(
         file = (Path(repo_root) if repo_root is not None else Path.cwd()) / CONFIG_RELATIVE_PATH
     source = str(file)
     try:
-        with open(file, "rb") as handle:
-            data = tomllib.load(handle)
+        data = tomllib.loads(read_regular(file, _MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError as exc:
         if path is None:
             return Config()

@@ -393,3 +393,28 @@ def test_a_kept_folder_is_not_used_once_it_was_swapped_for_a_symlink(tmp_path: P
     with pytest.raises(UnsafePathError, match="symlink"):
         open_state_file(logs / "c.log", OpenMode.APPEND)
     assert list(outside.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- read_regular (repository files)
+
+
+def test_read_regular_reads_a_file_through_a_symlink_and_refuses_what_is_not_a_file(tmp_path: Path) -> None:
+    from maestro_parallel._files import NotRegularFileError, read_regular
+
+    target = tmp_path / "real.toml"
+    target.write_bytes(b"x = 1\n")
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    assert read_regular(link, 100) == b"x = 1\n"  # a user's symlink is followed
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device"), (tmp_path, "a folder")):
+        with pytest.raises(NotRegularFileError) as caught:
+            read_regular(path, 100)  # no writer on the FIFO: refused at once, never a blocked open
+        assert caught.value.strerror == f"it is {kind}, not a regular file"
+    with pytest.raises(NotRegularFileError, match="more than 5 bytes"):
+        read_regular(target, 5)
+    assert read_regular(target, 3, head=True) == b"x ="
+    with pytest.raises(FileNotFoundError):
+        read_regular(tmp_path / "absent", 10)
+    assert read_regular(tmp_path / "absent", 10, missing=b"") == b""

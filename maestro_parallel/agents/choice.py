@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from .._files import read_regular
 from ..markers import detect_subagent, is_safe_task_id
 from ..models import TaskMetadata
 
@@ -48,7 +49,7 @@ def available_subagents(folders: Iterable[Path]) -> frozenset[str] | None:
         for entry in entries:
             name = entry.stem
             try:
-                fields, _ = _split_front_matter(entry.read_text("utf-8", "replace")[:8192])
+                fields, _ = _split_front_matter(read_regular(entry, 8192, head=True).decode("utf-8", "replace"))
                 name = fields.get("name") or name
             except OSError:
                 pass

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._files import read_regular
+
 __all__ = ("AgentFile", "agent_file_from_text", "agent_flag", "scan_agent_files")
 
 _MAX_READ = 64 * 1024
@@ -62,9 +64,8 @@ def scan_agent_files(folders: Iterable[Path]) -> dict[str, AgentFile]:
         except OSError:
             continue
         for entry in entries:
-            try:
-                with entry.open("r", encoding="utf-8", errors="replace") as handle:
-                    text = handle.read(_MAX_READ)
+            try:  # only a regular file: an agent may have planted a FIFO or /dev/zero here
+                text = read_regular(entry, _MAX_READ, head=True).decode("utf-8", "replace")
             except OSError:
                 continue
             agent = agent_file_from_text(entry, text)

@@ -311,12 +311,12 @@ def tracker_for(state: AppState, tasks_file: str | None, from_beads: bool) -> tu
         except ValidationError as exc:
             raise cli_error(exc) from exc
         return LocalTracker(state.repo_root, tasks=records), "<stdin>"
-    path = Path(tasks_file)
-    if not path.exists():  # a pipe (`<(...)`) is fine; a folder is not
-        raise BadInputError(f"tasks file {tasks_file}: no such file")
-    if path.is_dir():
-        raise BadInputError(f"tasks file {tasks_file}: is a folder")
-    return LocalTracker(state.repo_root, tasks_file=path), tasks_file
+    try:  # a pipe (`<(...)`) is read once, there; a folder or a device is refused
+        return LocalTracker.open_file(state.repo_root, Path(tasks_file)), tasks_file
+    except OSError:
+        raise BadInputError(f"tasks file {tasks_file}: no such file") from None
+    except ValidationError as exc:
+        raise cli_error(exc) from exc
 
 
 async def _load(tracker: Tracker) -> list[TaskRecord]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._paths import GROUPS_RELATIVE_PATH
 from ..budget import spent_vs_budget
+from ..state.fs import read_tail_nofollow
 from ..state.logfiles import last_nonblank_line
 from ..textsafe import one_line
 
@@ -146,15 +147,8 @@ def use_live_progress(stream: TextIO) -> bool:
 
 
 def _last_line(path: Path, limit: int = 4096) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            data = handle.read()
-    except OSError:
-        return ""
-    return last_nonblank_line(data)
+    found = read_tail_nofollow(path, limit)  # a FIFO or symlink an agent put there reads as nothing
+    return last_nonblank_line(found[0]) if found is not None else ""
 
 
 @dataclass(frozen=True)

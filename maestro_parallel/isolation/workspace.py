@@ -1,11 +1,10 @@
 """Task worktrees: whether isolation can run, from which commit, and each task's own checkout.
 
-Phase 1 of a group asks :func:`resolve_mode` and :func:`resolve_base` once,
-calls :func:`ensure_excluded` so that maestro's folders never make the user's
-checkout dirty, plans the ``.worktreeinclude`` copies once
-(:func:`plan_includes`), then creates every task's worktree at once
-(:func:`create_worktrees`, bounded by a limiter): a checkout is mostly disk
-writes, and the tasks' checkouts overlap instead of queueing.
+Phase 1 of a group asks :func:`resolve_mode` and :func:`resolve_base` once, calls
+:func:`ensure_excluded` so that maestro's folders never make the user's checkout dirty,
+plans the ``.worktreeinclude`` copies once (:func:`plan_includes`), then creates every
+task's worktree at once (:func:`create_worktrees`, bounded by a limiter): a checkout is
+mostly disk writes, and the tasks' checkouts overlap instead of queueing.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from .._files import read_regular
 from ._proc import run_process
 from .errors import (
     GitError,
@@ -213,7 +213,7 @@ _EXCLUDE_HEADER = "# maestro-parallel: its worktrees, state and locks"
 
 
 def _add_exclude_lines(path: Path, lines: Sequence[str]) -> bool:
-    existing = path.read_text(encoding="utf-8", errors="surrogateescape") if path.exists() else ""
+    existing = read_regular(path, 4 << 20, missing=b"").decode("utf-8", "surrogateescape")  # never a FIFO
     present = set(existing.splitlines())
     missing = [line for line in lines if line not in present]
     if not missing:
@@ -235,8 +235,11 @@ async def ensure_excluded(state: RepoState) -> bool:
     The user's ``git status`` then never shows maestro's folders, so a
     fast-forward is never refused because of them.
     """
-    lines = [f"/{state.prefix}{entry}" for entry in EXCLUDE_ENTRIES]
-    return await anyio.to_thread.run_sync(_add_exclude_lines, state.common_dir / "info" / "exclude", lines)
+    lines, path = [f"/{state.prefix}{entry}" for entry in EXCLUDE_ENTRIES], state.common_dir / "info" / "exclude"
+    try:
+        return await anyio.to_thread.run_sync(_add_exclude_lines, path, lines)
+    except OSError as exc:  # a FIFO or a device planted there, a read-only .git
+        raise WorktreeError(f"cannot add maestro's paths to {path}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ..errors import StateError
 from ..events import decode_journal
 from ..markers import SEQUENTIAL
 from ..models import GroupMetadata
+from ..state.fs import read_nofollow, read_tail_nofollow
 from ..state.planfile import read_plan_file
 from .model import GroupView, PlanView, build_group_view, build_plan_view
 
@@ -30,14 +31,10 @@ def group_folder(repo_root: str | os.PathLike[str], group_id: str) -> Path:
 
 def tail(path: Path, limit: int = TAIL_BYTES) -> str | None:
     """The last ``limit`` bytes of a file as text (from a line start when it can), None when unreadable."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            data = handle.read(limit)
-    except OSError:
+    found = read_tail_nofollow(path, limit)  # a FIFO, device or symlink planted there reads as nothing
+    if found is None:
         return None
+    data, size = found
     if size > limit and b"\n" in data:
         data = data[data.index(b"\n") + 1 :]
     return data.decode("utf-8", "replace")
@@ -52,13 +49,13 @@ def load_group_view(repo_root: str | os.PathLike[str], group_id: str) -> GroupVi
     events: list[dict[str, object]] = []
     journal = folder / "events.jsonl"
     try:
-        data = journal.read_bytes()
-    except FileNotFoundError:
+        found = read_nofollow(journal)
+    except (OSError, StateError) as exc:
+        problems.append(f"the journal (events.jsonl) could not be read: {getattr(exc, 'strerror', None) or exc}")
+        found = b""
+    if found is None:
         problems.append("the journal (events.jsonl) is missing: attempts before the last one are not shown")
-        data = b""
-    except OSError as exc:
-        problems.append(f"the journal (events.jsonl) could not be read: {exc.strerror or exc}")
-        data = b""
+    data = found or b""
     if data:
         events, skipped = decode_journal(data)
         if skipped:
@@ -73,11 +70,14 @@ def load_group_view(repo_root: str | os.PathLike[str], group_id: str) -> GroupVi
     meta: GroupMetadata | None = None
     snapshot = folder / "metadata.json"
     try:
-        meta = GroupMetadata.from_dict(json.loads(snapshot.read_bytes()))
+        stored = read_nofollow(snapshot)
+        if stored is None:
+            raise FileNotFoundError(snapshot)
+        meta = GroupMetadata.from_dict(json.loads(stored))
     except FileNotFoundError:
         if not events:
             problems.append("metadata.json is missing too: nothing else is known")
-    except (OSError, ValueError, RecursionError) as exc:
+    except (OSError, StateError, ValueError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         problems.append(f"metadata.json could not be read ({reason}); drawn from the journal alone")
     tails: dict[str, str] = {}

@@ -25,7 +25,9 @@ from typing import Any
 import anyio
 
 from .._paths import GROUPS_RELATIVE_PATH, MAESTRO_RELATIVE_PATH
+from ..errors import StateError
 from ..models import TaskMetadata
+from ..state.fs import read_nofollow
 
 __all__ = (
     "DEFAULT_REFRESH_COMMAND",
@@ -217,8 +219,11 @@ def _read_groups(folder: Path) -> list[GroupSummary]:
         return groups
     for entry in entries:
         try:
-            text = (entry / "metadata.json").read_text("utf-8")
-        except (OSError, UnicodeDecodeError):
+            data = read_nofollow(entry / "metadata.json")  # never a FIFO or a symlink planted there
+            if data is None:
+                continue
+            text = data.decode("utf-8")
+        except (OSError, StateError, UnicodeDecodeError):
             continue
         group = parse_group(text)
         if group is not None:

@@ -18,6 +18,7 @@ from typing import Literal
 
 import anyio
 
+from .._files import read_regular
 from ..agents import agent_environment, resolve_executable
 from ..config import Config
 from ..errors import StateError
@@ -43,15 +44,24 @@ def _has_pytest_section(path: Path, section: str) -> bool:
 
     parser = configparser.ConfigParser()
     try:
-        parser.read(path, encoding="utf-8")
+        parser.read_string(_read_text(path), source=str(path))
     except (configparser.Error, OSError, UnicodeDecodeError):
         return False
     return parser.has_section(section)
 
 
+#: A project file larger than this is not read to guess the test command.
+_MAX_PROJECT_FILE_BYTES = 4 << 20
+
+
+def _read_text(path: Path) -> str:
+    """A project file an agent may have replaced (a FIFO, ``/dev/zero``): only a regular file is read."""
+    return read_regular(path, _MAX_PROJECT_FILE_BYTES).decode("utf-8")
+
+
 def _pyproject_has_pytest(path: Path) -> bool:
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
+        data = tomllib.loads(_read_text(path))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
     tool = data.get("tool")
@@ -60,7 +70,7 @@ def _pyproject_has_pytest(path: Path) -> bool:
 
 def _npm_test_script(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(_read_text(path))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     scripts = data.get("scripts") if isinstance(data, dict) else None

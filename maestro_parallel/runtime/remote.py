@@ -18,6 +18,7 @@ the merge queue merges.
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -46,7 +47,9 @@ from ..isolation.errors import IsolationError
 from ..isolation.git import run_git
 from ..isolation.refs import attempt_branch, task_branch
 from ..isolation.workspace import IsolationMode, resolve_base, resolve_mode
+from ..state.fs import read_async
 from ..state.logfiles import append_bytes, file_size, replace_from
+from ..state.safefs import UnsafePathError
 from ..state.store import GroupStore
 from .sink import EventSink as JournalSink
 
@@ -74,6 +77,17 @@ class RemoteBase:
     base_sha: str
     repo: RepoInfo
     target: str
+
+
+async def _read_prompt(path: Path) -> str:
+    """A task's prompt as Phase 2 wrote it, read through safefs (never a FIFO or a symlink put in its place)."""
+    try:
+        data = await read_async(path)
+    except UnsafePathError as exc:
+        raise OSError(errno.EINVAL, str(exc), str(path)) from exc
+    if data is None:
+        raise FileNotFoundError(errno.ENOENT, "the prompt file is missing", str(path))
+    return data.decode("utf-8")
 
 
 async def resolve_remote_base(repo_root: Path, isolation: IsolationConfig) -> RemoteBase:
@@ -222,7 +236,7 @@ class RemoteAttempts:
             group_id=self.store.group_id,
             title=record.metadata.title,
             argv=remote_argv(plan.argv, prompt_file=prompt_file, repo_root=str(self.base.repo.path), program=program),
-            prompt=await anyio.Path(prompt_path).read_text(encoding="utf-8"),
+            prompt=await _read_prompt(prompt_path),
             base_sha=self.base.base_sha,
             repo=self.base.repo,
             env=remote_env(plan.env, settings.env),

@@ -125,6 +125,22 @@ def read_nofollow(path: Path) -> bytes | None:
         os.close(fd)
 
 
+def read_tail_nofollow(path: Path, max_bytes: int) -> tuple[bytes, int] | None:
+    """The last ``max_bytes`` of the state file or log ``path`` and its size; None when it is missing or unsafe.
+
+    For the readers that show a little of a file (a report, the live table): opened like
+    :func:`read_nofollow`, so a FIFO, a device or a symlink planted there reads as nothing.
+    """
+    try:
+        fd = open_state_file(path)
+    except (OSError, StateError):
+        return None
+    try:
+        return read_tail(fd, max_bytes), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 def last_byte_is_not_newline(path: Path) -> bool:
     try:
         fd = open_state_file(path)

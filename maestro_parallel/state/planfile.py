@@ -16,6 +16,7 @@ from typing import Any
 
 from .._paths import PLAN_RELATIVE_PATH
 from ..errors import StateError
+from .fs import read_nofollow
 
 __all__ = ("PLAN_FILE", "plan_file", "read_plan_file", "write_plan_file")
 
@@ -46,11 +47,11 @@ def read_plan_file(repo_root: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The plan record, None when no plan ran here; :class:`StateError` when it is unreadable."""
     path = plan_file(repo_root)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
+        data = read_nofollow(path)  # a FIFO, a device or a symlink there is refused, never read
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if data is None:
+        return None
     try:
         document = json.loads(data)
     except ValueError as exc:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from .._files import file_kind
 from ..errors import StateError
 
 __all__ = (
@@ -89,20 +90,7 @@ _FLAGS = {
 }
 
 
-def _kind(mode: int) -> str:
-    """A file type as a user reads it ("a FIFO"), from an ``st_mode``."""
-    for test, name in (
-        (stat.S_ISLNK, "a symlink"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISREG, "a regular file"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
+_kind = file_kind
 
 
 def _not_a_folder(kind: str | None) -> str:

@@ -8,12 +8,15 @@ recorded in the group's own state (``"closed": true`` in its result).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import anyio.to_thread
 
+from .._files import NotRegularFileError, file_kind
 from ..errors import TrackerError, ValidationError
 from ..models import TaskStatus
 from ..state.readers import list_group_ids
@@ -77,11 +80,27 @@ _FileKey = tuple[int, int, int, int]
 
 
 def _read_if_changed(path: Path, known: _FileKey | None) -> tuple[_FileKey, bytes | None]:
-    """The file's (device, inode, size, mtime) and its bytes, or None for them when that key is ``known``."""
-    with open(path, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    """The file's (device, inode, size, mtime) and its bytes, or None for them when that key is ``known``.
+
+    Only a regular file is read: a FIFO (it would block this worker thread for good, and the
+    program's exit with it) or a device put in its place is refused before a byte is read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(
+                errno.EINVAL,
+                f"it is {file_kind(info.st_mode)}, not a regular file (tasks may come on standard input: "
+                "--tasks-file -)",
+                str(path),
+            )
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        return key, None if key == known else handle.read()
+        if key == known:
+            return key, None
+        return key, b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+    finally:
+        os.close(fd)
 
 
 class LocalTracker:
@@ -101,6 +120,22 @@ class LocalTracker:
         self._tasks = list(tasks) if tasks is not None else None
         #: The last parse of the tasks file and the (device, inode, size, mtime) it was parsed at.
         self._parsed: tuple[_FileKey, list[TaskRecord]] | None = None
+
+    @classmethod
+    def open_file(cls, repo_root: str | os.PathLike[str], path: Path) -> LocalTracker:
+        """A tracker over the tasks file ``path``; a pipe (``<(...)``) is read once, here, never opened again.
+
+        :raises FileNotFoundError: nothing is at ``path``.
+        :raises ValidationError: a folder or a device is there, or the pipe's tasks are invalid.
+        """
+        mode = path.stat().st_mode
+        if stat.S_ISFIFO(mode):
+            with open(path, "rb") as handle:
+                text = handle.read().decode("utf-8", "replace")
+            return cls(repo_root, tasks=loads_tasks(text, source=str(path)))
+        if not stat.S_ISREG(mode):
+            raise ValidationError(f"tasks file {path}: it is {file_kind(mode)}, not a file")
+        return cls(repo_root, tasks_file=path)
 
     async def load_tasks(self) -> list[TaskRecord]:
         """The tasks of the file, parsed again only when the file changed.
