@@ -168,3 +168,38 @@ def test_a_pipe_for_the_tasks_is_still_usable_from_a_shell() -> None:
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "1 task" in done.stdout
+
+
+# --------------------------------------------------------------------------- the locks
+
+
+def test_a_tests_lock_planted_as_a_fifo_fails_the_tests_in_one_line(repo: Path) -> None:
+    replace_section(repo, "tests", f'enabled = true\ncommand = [{json.dumps(PY)}, "-c", "pass"]')
+    _plant_fifo(repo / ".flow" / "maestro" / "tests.lock")
+    write_tasks(repo, [task("a")])
+    done = execute(repo, timeout=60)
+    assert not done.hung and done.returncode == 1 and "Traceback" not in done.stderr, done
+    assert done.document()["errors"] == [
+        f"tests: cannot use the lock file {repo / '.flow' / 'maestro' / 'tests.lock'}: it is a FIFO, never written to"
+    ]
+
+
+def test_a_group_lock_planted_as_a_fifo_or_a_hard_link_is_never_used_or_written(repo: Path, tmp_path: Path) -> None:
+    write_tasks(repo, [task("a")])
+    assert execute(repo, timeout=60).returncode == 0
+    lock = groups(repo) / "g" / ".lock"
+    _plant_fifo(lock)
+    for args in (("status", "--group-id", "g"), ("list",), ("wait", "--group-id", "g", "--timeout", "5")):
+        done = run_cli(repo, *args, timeout=30)
+        assert not done.hung and done.returncode == 0, (args, done)
+    done = execute(repo, "--restart", timeout=60)
+    assert not done.hung and done.returncode == 1
+    assert done.one_line_error().endswith(f"cannot use the lock file {lock}: it is a FIFO, never written to")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    lock.unlink()
+    os.link(precious, lock)  # a hard link: the pid record would truncate the file it shares
+    done = execute(repo, "--restart", timeout=60)
+    assert not done.hung and done.returncode == 1
+    assert "it has other hard links, never written to" in done.one_line_error()
+    assert precious.read_text() == "keep me\n"

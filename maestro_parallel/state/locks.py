@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import aiofiles
 import aiofiles.os
 import anyio
 
+from .._files import file_kind
 from ..errors import GroupBusyError, StateError
 from ..models import utc_now
 from ..runtime.procfs import process_start_time
@@ -65,11 +67,13 @@ def lock_holder(lock_path: Path) -> LockHolder | None:
     Asks the kernel (a non-blocking shared ``flock``), so a lock left behind by a
     dead process reads as free, whatever its file says.
     """
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # O_NONBLOCK: a FIFO planted there must not block the open
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # no coordinator takes a lock that is not a regular file
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -94,10 +98,15 @@ class _FileLock:
         a full disk) is a :class:`StateError`, never a bare ``OSError``.
         """
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             what = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
             raise StateError(f"cannot use the lock file {self.path}: {what}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a FIFO, or a hard link to a file elsewhere
+            os.close(fd)
+            what = f"it is {file_kind(info.st_mode)}" if not stat.S_ISREG(info.st_mode) else "it has other hard links"
+            raise StateError(f"cannot use the lock file {self.path}: {what}, never written to")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
