@@ -58,9 +58,10 @@ from .snapshot import parse_snapshot, snapshot_is_ahead
 
 __all__ = ("GroupStore",)
 
-#: A journal write (or a batch of prompts) up to this size is made on the event loop itself.  Appending a few kilobytes
-#: to a regular file costs microseconds; the hop to a worker thread and back costs more than the
-#: write (measured: 480 hops were 0.15 s of a 1.1 s run of 1,000 agents on two cores).
+#: A journal write (or a batch of prompts) up to this size is made on the event loop itself.
+#: Appending a few kilobytes to a regular file costs microseconds; the hop to a worker thread and
+#: back costs more than the write (measured: 480 hops were 0.15 s of a 1.1 s run of 1,000 agents
+#: on two cores), and the threads hold the interpreter lock that each spawn takes back after vfork.
 _INLINE_WRITE_BYTES = 64 * 1024
 #: An inline write slower than this (a slow or remote disk) sends every later one to a worker thread.
 _INLINE_WRITE_SECONDS = 0.005
@@ -185,11 +186,11 @@ class GroupStore:
         in the next write, so a burst of events costs one write, not one each;
         every caller returns once its own line is written.  A small batch is
         written on the loop while such writes stay fast, a big one (or any after
-        a slow one) in a worker thread.  A
-        line is never split across writes.  A write cut short (a full disk,
-        ``RLIMIT_FSIZE``) is continued, so that the error raised is the real one
-        (``File too large``, ``No space left on device``); after a failure the
-        next line starts on a line of its own rather than being glued to a torn one.
+        a slow one) in a worker thread.  A line is never split across writes.
+        A write cut short (a full disk, ``RLIMIT_FSIZE``) is continued, so that
+        the error raised is the real one (``File too large``, ``No space left on
+        device``); after a failure the next line starts on a line of its own
+        rather than being glued to a torn one.
         """
         mine = self.queue_event(event)
         await self._wait_written(mine)
