@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 
 #: The collector's thresholds for the program (the library leaves the host's alone).  A group of
@@ -13,7 +14,16 @@ GC_THRESHOLDS = (10_000, 20, 20)
 
 
 def run() -> None:
-    """Start the CLI; a Ctrl-C while it is still loading ends quietly with 130."""
+    """Start the CLI; a Ctrl-C while it is still loading ends quietly with 130.
+
+    While the CLI loads, a Ctrl-C only sets a flag.  Raised as ``KeyboardInterrupt`` it can land in
+    a callback the interpreter runs during an import (a module lock's weakref callback), which
+    prints it as ignored and carries on: the run would then start as if nothing had been pressed.
+    """
+    received: list[int] = []
+    hold = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not when SIGINT is ignored
+    if hold:
+        signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         from .cli import main
     except KeyboardInterrupt:
@@ -22,6 +32,11 @@ def run() -> None:
         if isinstance(exc.__cause__, KeyboardInterrupt):
             sys.exit(130)
         raise
+    finally:
+        if hold:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        sys.exit(130)
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         main()
