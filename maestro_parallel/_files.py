@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 
-__all__ = ("NotRegularFileError", "file_kind", "read_regular")
+__all__ = ("NotRegularFileError", "file_kind", "open_regular", "read_regular")
 
 
 def file_kind(mode: int) -> str:
@@ -37,6 +37,22 @@ class NotRegularFileError(OSError):
     """What is at a path is not a regular file, or is larger than a reader takes (``strerror`` says which)."""
 
 
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """A descriptor of the regular file at ``path`` (symlinks followed) and its ``fstat``; close it.
+
+    Opened ``O_NONBLOCK`` (a FIFO without a writer cannot block the open) and checked with
+    ``fstat`` before anything is read.
+
+    :raises NotRegularFileError: a FIFO, a device, a socket or a folder is there.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegularFileError(errno.EINVAL, f"it is {file_kind(info.st_mode)}, not a regular file", path)
+    return fd, info
+
+
 def read_regular(
     path: str | os.PathLike[str], max_bytes: int, *, head: bool = False, missing: bytes | None = None
 ) -> bytes:
@@ -45,8 +61,7 @@ def read_regular(
     With ``head``, a longer file gives its first ``max_bytes`` bytes instead of an error; with
     ``missing``, a path where nothing is gives those bytes.
 
-    Opened ``O_NONBLOCK`` (a FIFO without a writer cannot block the open) and checked with
-    ``fstat`` before a byte is read.
+    Opened with :func:`open_regular`.
 
     :raises FileNotFoundError: nothing is there (and ``missing`` is None).
     :raises NotRegularFileError: a FIFO, a device, a socket or a folder is there, or the file is
@@ -54,15 +69,12 @@ def read_regular(
     :raises OSError: it cannot be read for another reason (permissions).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, _ = open_regular(path)
     except FileNotFoundError:
         if missing is None:
             raise
         return missing
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFileError(errno.EINVAL, f"it is {file_kind(info.st_mode)}, not a regular file", path)
         chunks: list[bytes] = []
         size = 0
         while size <= max_bytes:

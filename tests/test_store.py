@@ -236,6 +236,7 @@ async def test_journal_writes_are_made_on_the_loop_until_one_is_slow_or_big(
         return await real(journal, view)
 
     monkeypatch.setattr(store_module, "_write_async", counting)
+    monkeypatch.setattr(store_module, "_INLINE_WRITE_SECONDS", 60.0)  # a busy machine cannot make a write "slow"
     await store.prepare()
     small = [make_event("warning", task_id=f"t-{i}", message="m") for i in range(3)]
     for event in small:
@@ -266,6 +267,7 @@ async def test_small_prompt_batches_are_written_on_the_loop_until_a_write_is_slo
         return await real(items)
 
     monkeypatch.setattr(store_module, "write_many_async", counting)
+    monkeypatch.setattr(store_module, "_INLINE_WRITE_SECONDS", 60.0)  # a busy machine cannot make a write "slow"
     await store.prepare()
     assert await store.write_prompts([(store.prompt_path(f"t-{i}"), f"prompt {i}") for i in range(4)]) == [None] * 4
     assert threaded == [] and store.inline_writes

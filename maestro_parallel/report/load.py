@@ -71,12 +71,9 @@ def load_group_view(repo_root: str | os.PathLike[str], group_id: str) -> GroupVi
     snapshot = folder / "metadata.json"
     try:
         stored = read_nofollow(snapshot)
-        if stored is None:
-            raise FileNotFoundError(snapshot)
-        meta = GroupMetadata.from_dict(json.loads(stored))
-    except FileNotFoundError:
-        if not events:
+        if stored is None and not events:
             problems.append("metadata.json is missing too: nothing else is known")
+        meta = GroupMetadata.from_dict(json.loads(stored)) if stored is not None else None
     except (OSError, StateError, ValueError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         problems.append(f"metadata.json could not be read ({reason}); drawn from the journal alone")

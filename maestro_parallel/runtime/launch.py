@@ -3,8 +3,8 @@
 Phase 1 makes a :class:`LaunchPlan` per task (subagent, settings, executable);
 phase 2 fills the plans in beside the launches (:meth:`LaunchPreparer.prepare_all`):
 prompts are written in batches (on the loop while that is fast, else one
-worker-thread job each), and each task launches as soon as its batch is written.  The decisions themselves are the
-pure functions of :mod:`maestro_parallel.agents`.
+worker-thread job each), and each task launches as soon as its batch is written.
+The decisions themselves are the pure functions of :mod:`maestro_parallel.agents`.
 """
 
 from __future__ import annotations

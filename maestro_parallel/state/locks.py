@@ -103,10 +103,13 @@ class _FileLock:
             what = "it is a symlink" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
             raise StateError(f"cannot use the lock file {self.path}: {what}") from exc
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a FIFO, or a hard link to a file elsewhere
+        # A FIFO, or a hard link to a file elsewhere (the pid record would overwrite it).
+        problem = None if stat.S_ISREG(info.st_mode) else f"it is {file_kind(info.st_mode)}"
+        if problem is None and info.st_nlink > 1:
+            problem = "it has other hard links"
+        if problem is not None:
             os.close(fd)
-            what = f"it is {file_kind(info.st_mode)}" if not stat.S_ISREG(info.st_mode) else "it has other hard links"
-            raise StateError(f"cannot use the lock file {self.path}: {what}, never written to")
+            raise StateError(f"cannot use the lock file {self.path}: {problem}, never written to")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

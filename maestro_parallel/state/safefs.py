@@ -90,9 +90,6 @@ _FLAGS = {
 }
 
 
-_kind = file_kind
-
-
 def _not_a_folder(kind: str | None) -> str:
     """Why a path that should be a folder is refused ("it is a symlink", "it is a FIFO, not a folder")."""
     if kind == "a symlink":
@@ -103,7 +100,7 @@ def _not_a_folder(kind: str | None) -> str:
 def _lkind(dir_fd: int, name: str) -> str | None:
     """What ``name`` in ``dir_fd`` is, without following it, or None when it is gone."""
     try:
-        return _kind(os.lstat(name, dir_fd=dir_fd).st_mode)
+        return file_kind(os.lstat(name, dir_fd=dir_fd).st_mode)
     except OSError:
         return None
 
@@ -207,7 +204,7 @@ def _open_file_at(dir_fd: int, name: str, where: Path, mode: OpenMode, allow_har
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UnsafePathError(f"refusing to open {where}: it is {_kind(info.st_mode)}", path=where)
+            raise UnsafePathError(f"refusing to open {where}: it is {file_kind(info.st_mode)}", path=where)
         if info.st_nlink > 1 and not allow_hard_links:
             raise UnsafePathError(
                 f"refusing to open {where}: it has {info.st_nlink} hard links (one may be outside)", path=where
@@ -341,7 +338,7 @@ def check_state_chain(repo_root: str | os.PathLike[str], group_id: str | None = 
         except OSError as exc:
             raise UnsafePathError(f"cannot check {path}: {exc.strerror or exc}", path=path) from exc
         if not stat.S_ISDIR(info.st_mode):
-            raise UnsafePathError(f"refusing to use {path}: {_not_a_folder(_kind(info.st_mode))}", path=path)
+            raise UnsafePathError(f"refusing to use {path}: {_not_a_folder(file_kind(info.st_mode))}", path=path)
 
 
 def read_tail(fd: int, max_bytes: int) -> bytes:

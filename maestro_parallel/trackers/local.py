@@ -8,7 +8,6 @@ recorded in the group's own state (``"closed": true`` in its result).
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from .._files import NotRegularFileError, file_kind
+from .._files import NotRegularFileError, file_kind, open_regular
 from ..errors import TrackerError, ValidationError
 from ..models import TaskStatus
 from ..state.readers import list_group_ids
@@ -85,16 +84,8 @@ def _read_if_changed(path: Path, known: _FileKey | None) -> tuple[_FileKey, byte
     Only a regular file is read: a FIFO (it would block this worker thread for good, and the
     program's exit with it) or a device put in its place is refused before a byte is read.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd, info = open_regular(path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFileError(
-                errno.EINVAL,
-                f"it is {file_kind(info.st_mode)}, not a regular file (tasks may come on standard input: "
-                "--tasks-file -)",
-                str(path),
-            )
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if key == known:
             return key, None
@@ -150,7 +141,8 @@ class LocalTracker:
         try:  # one uncancellable thread job: a cancelled poll can neither leak the file nor half-read it
             key, data = await anyio.to_thread.run_sync(_read_if_changed, self.tasks_file, known)
         except OSError as exc:
-            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}") from exc
+            hint = " (tasks may come on standard input: --tasks-file -)" if isinstance(exc, NotRegularFileError) else ""
+            raise TrackerError(f"cannot read tasks file {self.tasks_file}: {exc.strerror or exc}{hint}") from exc
         if data is None:  # unchanged since the last parse
             assert self._parsed is not None
             return list(self._parsed[1])
